@@ -1,0 +1,35 @@
+"""Test-wide safety: no test may reach real AWS or read someone's credentials."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+FAKE_ENV = {
+    "AWS_ACCESS_KEY_ID": "AKIAFAKEFAKEFAKEFAKE",
+    "AWS_SECRET_ACCESS_KEY": "fake-secret-for-tests-only",
+    "AWS_SESSION_TOKEN": "fake-session-token",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+CLEARED = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_IAM", "AWS_ENDPOINT_URL_STS",
+           "AWS_ENDPOINT_URL_ORGANIZATIONS", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+           "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "MOTO_ACCOUNT_ID")
+
+
+@pytest.fixture(autouse=True)
+def fake_aws_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Fake credentials, empty AWS config files, no instance metadata: a real call fails."""
+    home = tmp_path_factory.mktemp("aws-home")
+    config, credentials = home / "config", home / "credentials"
+    config.write_text("", encoding="utf-8")
+    credentials.write_text("", encoding="utf-8")
+    for name in CLEARED:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in FAKE_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    yield home
