@@ -27,21 +27,23 @@ class Service:
         return bool(self.tracked_actions)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ServiceCatalog:
-    """Every service namespace, sorted, with lookups by namespace."""
+    """Every service namespace, sorted, with lookups by namespace (hashed by identity)."""
 
     services: tuple[Service, ...]
     source: str
     _index: dict[str, Service] = field(init=False, repr=False, compare=False)
+    _namespaces: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {service.namespace: service for service in self.services})
+        object.__setattr__(self, "_namespaces", tuple(service.namespace for service in self.services))
 
     @property
     def namespaces(self) -> tuple[str, ...]:
         """All namespaces in sorted order."""
-        return tuple(service.namespace for service in self.services)
+        return self._namespaces
 
     def get(self, namespace: str) -> Service | None:
         """The service for ``namespace``, or None when IAM does not know it."""
@@ -56,6 +58,8 @@ class ServiceCatalog:
         service = self.get(namespace)
         if service is None:
             return frozenset()
+        if pattern == "*":
+            return frozenset(service.tracked_actions)
         lowered = pattern.lower()
         return frozenset(action for action in service.tracked_actions
                          if fnmatch.fnmatchcase(action.lower(), lowered))

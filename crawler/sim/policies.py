@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
@@ -26,9 +27,18 @@ def parse_document(document: str | Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def grants_of_document(document: str | Mapping[str, Any], catalog: ServiceCatalog) -> Grants:
-    """The services, and the tracked actions in them, that a document's Allow statements grant."""
+    """The services, and the tracked actions in them, that a document's Allow statements grant.
+
+    Cached by the document's text: treat the answer as read-only.
+    """
+    text = document if isinstance(document, str) else json.dumps(document, sort_keys=True)
+    return _grants_of_text(text, catalog)
+
+
+@lru_cache(maxsize=8192)
+def _grants_of_text(text: str, catalog: ServiceCatalog) -> Grants:
     grants: dict[str, set[str]] = {}
-    for statement in _statements(parse_document(document)):
+    for statement in _statements(parse_document(text)):
         if statement.get("Effect") != "Allow":
             continue
         for action in _as_list(statement.get("Action", [])):
