@@ -121,7 +121,9 @@ def _dispatch(self: Any, request: Any, full_url: Any = None, headers: Any = None
         return render_error(service, error)
 
 
-_MALFORMED = {True: "<ErrorResponse><Error><Code>Throttl", False: '{"Accounts": [{"Id": '}
+#: Malformed answers: truncated XML (query protocol); for JSON, valid JSON of the wrong shape,
+#: since botocore silently turns a 200 answer that is not JSON into an empty result.
+_MALFORMED = {True: "<ErrorResponse><Error><Code>Throttl", False: '["Accounts", {"Id": null}]'}
 
 
 def _inject_faults(state: SimState, service: str, operation: str, account: str, access_key: str) -> bool:

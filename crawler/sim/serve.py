@@ -29,8 +29,8 @@ def serve_forever(spec: OrgSpec, faults: FaultPlan, port: int, empty_pages: bool
             sim.write_ground_truth(truth_dir)
         if aws_config_dir is not None:
             sim.write_aws_config(aws_config_dir)
-        print_banner(sim, out, truth_dir, aws_config_dir)
         _stop_on_signals(stop)
+        print_banner(sim, out, truth_dir, aws_config_dir)
         while not stop.wait(0.5):
             pass
         print("simulator stopped", file=out, flush=True)
