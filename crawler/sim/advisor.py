@@ -78,6 +78,12 @@ def decode_marker(marker: str | None, job_id: str) -> int:
     raise invalid("Invalid Marker.")
 
 
+def tracking_cutoff(state: SimState) -> datetime:
+    """The start of the tracking period, counted from the organization's ``as_of`` as the ground
+    truth counts it (counting from the wall clock would disagree with it whenever ``as_of`` is not now)."""
+    return state.org.as_of - timedelta(days=TRACKING_PERIOD_DAYS)
+
+
 def page_size(job_id: str, offset: int, asked: int) -> int:
     """IAM may return fewer items than asked while IsTruncated is true: so do we, sometimes."""
     if asked > 1 and chance(job_id, offset) < 0.3:
@@ -120,7 +126,8 @@ def resolve(iam: IAMBackend, arn: str, state: SimState) -> ResolvedEntity:
 
 
 def _owner_grants(owner: Any, catalog: Any) -> Grants:
-    documents = list(owner.policies.values()) + [_default_document(policy) for policy in owner.managed_policies.values()]
+    documents = list(owner.policies.values()) + [_default_document(policy)
+                                                 for policy in owner.managed_policies.values()]
     return merge_grants(grants_of_document(document, catalog) for document in documents)
 
 
@@ -139,7 +146,8 @@ def _policy_holders(iam: IAMBackend, arn: str) -> list[str]:
 
 def entity_info(iam: IAMBackend, arn: str) -> dict[str, str]:
     """``EntityInfo`` of a user or role principal."""
-    for owner, kind in [(user, "USER") for user in iam.users.values()] + [(role, "ROLE") for role in iam.roles.values()]:
+    owners = [(user, "USER") for user in iam.users.values()] + [(role, "ROLE") for role in iam.roles.values()]
+    for owner, kind in owners:
         if owner.arn == arn:
             return {"Arn": arn, "Name": owner.name, "Type": kind, "Id": owner.id, "Path": owner.path}
     return {"Arn": arn, "Name": arn.rsplit("/", 1)[-1], "Type": "USER", "Id": "", "Path": "/"}
@@ -166,7 +174,7 @@ def generate_service_last_accessed_details(response: Any, state: SimState) -> di
         outcome = "STUCK"
         state.record("job_stuck", account_id, "GenerateServiceLastAccessedDetails", arn)
     created = datetime.now(timezone.utc).replace(microsecond=0)
-    cutoff = created - timedelta(days=TRACKING_PERIOD_DAYS)
+    cutoff = tracking_cutoff(state)
     activity = state.org.accounts[account_id].activity if account_id in state.org.accounts else {}
     reports = build_report(entity.grants, entity.principals, activity, state.catalog, cutoff,
                            action_level=granularity == "ACTION_LEVEL")
@@ -331,13 +339,19 @@ def _policy_owners(iam: IAMBackend, arn: str, entity_type: str) -> list[tuple[st
 
 
 def _granting(owners: list[tuple[str, Any]], namespace: str, state: SimState) -> list[dict[str, str]]:
+    """The policies of the owners granting ``namespace``; a managed policy attached to a user and
+    to one of its groups is listed once (AWS names it by ARN only, so twice would be a duplicate)."""
     policies = []
+    managed_seen: set[str] = set()
     for owner_type, owner in owners:
         for name, document in sorted(owner.policies.items()):
             if namespace in grants_of_document(document, state.catalog):
                 policies.append({"PolicyName": name, "PolicyType": "INLINE",
                                  "EntityType": owner_type, "EntityName": owner.name})
         for policy_arn, policy in sorted(owner.managed_policies.items()):
+            if policy_arn in managed_seen:
+                continue
             if namespace in grants_of_document(_default_document(policy), state.catalog):
+                managed_seen.add(policy_arn)
                 policies.append({"PolicyName": policy.name, "PolicyType": "MANAGED", "PolicyArn": policy_arn})
     return policies

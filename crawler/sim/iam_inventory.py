@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from moto.core.responses import ActionResult
-from moto.iam.models import IAMBackend
+from moto.iam.models import IAMBackend, ManagedPolicy
 
 from crawler.sim.advisor import decode_marker, encode_marker, max_items
 from crawler.sim.state import SimState
@@ -24,12 +24,25 @@ def get_account_authorization_details(response: Any, state: SimState) -> ActionR
     page = items[offset:offset + max_items(response)]
     result: dict[str, Any] = {name: [] for name in dict.fromkeys(LISTS.values())}
     for kind, item in page:
-        result[LISTS[kind]].append(item)
+        result[LISTS[kind]].append(PolicyDetail(item) if LISTS[kind] == "Policies" else item)
     following = offset + len(page)
     result["IsTruncated"] = following < len(items)
     if result["IsTruncated"]:
         result["Marker"] = encode_marker("authorization:" + iam.account_id, following)
     return ActionResult(result)
+
+
+class PolicyDetail:
+    """A managed policy as ``ManagedPolicyDetail``: moto's serializer finds no ``PolicyName`` or
+    ``PolicyId`` on its ``ManagedPolicy`` (they are ``name`` and ``id``) and would leave them out."""
+
+    def __init__(self, policy: ManagedPolicy) -> None:
+        self._policy = policy
+        self.policy_name = policy.name
+        self.policy_id = policy.id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._policy, name)
 
 
 def _inventory(iam: IAMBackend, kinds: list[str]) -> list[tuple[str, Any]]:
