@@ -188,7 +188,10 @@ def generate_service_last_accessed_details(response: Any, state: SimState) -> di
 
 
 def _maybe_delete(iam: IAMBackend, arn: str, state: SimState, rate: float) -> None:
+    """Delete the entity now if the fault draws it; the crawler's own roles are never drawn."""
     if not rate or arn in state.deleted or chance(state.org.seed, "delete", arn) >= rate:
+        return
+    if arn.rsplit("/", 1)[-1] in (state.org.crawler_role_name, state.org.hub_role_name):
         return
     if delete_entity(iam, arn):
         state.deleted.add(arn)

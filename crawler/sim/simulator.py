@@ -191,6 +191,7 @@ class LoopbackServer:
     def url(self) -> str:
         """``http://127.0.0.1:<port>``."""
         host, port = self.server.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
         return f"http://{host}:{port}"
 
     def start(self) -> None:

@@ -194,6 +194,15 @@ def test_deleted_entity_is_no_such_entity_and_gone_from_the_inventory(small_org:
     assert arn in small_org.state.deleted
 
 
+def test_deletion_fault_spares_the_crawlers_own_role(small_org: SimulatedOrganization) -> None:
+    account_id = members(small_org)[0]
+    small_org.faults.account(account_id).deleted_entity_rate = 1.0
+    iam = member_iam(small_org, account_id)
+    crawler_role = small_org.role_arn(account_id)
+    assert iam.generate_service_last_accessed_details(Arn=crawler_role)["JobId"]
+    assert crawler_role in authorization_arns(iam)
+
+
 def test_delete_entity_removes_a_role_now(small_org: SimulatedOrganization) -> None:
     account_id = members(small_org)[0]
     iam = member_iam(small_org, account_id)
