@@ -56,7 +56,8 @@ def _add_sim(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--entities", type=_entities, default=12, help="IAM entities per account (default 12)")
     serve.add_argument("--accounts-without-role", type=_count, default=0,
                        help="member accounts where the crawler role is missing (AssumeRole: AccessDenied)")
-    serve.add_argument("--external-id", help="require this sts:ExternalId to assume the crawler role")
+    serve.add_argument("--external-id", type=_external_id,
+                       help="require this sts:ExternalId (2-1224 characters) to assume the crawler role")
     faults = serve.add_argument_group("faults (every account)")
     faults.add_argument("--rate", type=_positive, help="IAM requests per second per account before Throttling")
     faults.add_argument("--burst", type=_positive, help="IAM token-bucket size (default: the rate)")
@@ -71,7 +72,8 @@ def _add_sim(commands: argparse._SubParsersAction) -> None:
     faults.add_argument("--error-rate", type=_fraction, default=0.0, help="fraction of calls answered 5xx")
     faults.add_argument("--throttle-rate", type=_fraction, default=0.0,
                         help="fraction of calls throttled at random")
-    faults.add_argument("--session-seconds", type=int, help="lifetime of assumed-role sessions")
+    faults.add_argument("--session-seconds", type=_session_seconds,
+                        help="lifetime of assumed-role sessions in seconds (1-43200)")
     faults.add_argument("--no-empty-pages", action="store_true",
                         help="do not return empty Organizations pages while NextToken is set")
     faults.add_argument("--no-account-paths", action="store_true", help="leave Paths out of account listings")
@@ -129,3 +131,13 @@ def _non_negative(text: str) -> float:
 
 def _fraction(text: str) -> float:
     return _number(text, float, 0, 1, "a fraction between 0 and 1")
+
+
+def _session_seconds(text: str) -> int:
+    return int(_number(text, int, 1, 43200, "a session lifetime in seconds (1-43200)"))
+
+
+def _external_id(text: str) -> str:
+    if not 2 <= len(text) <= 1224:
+        raise argparse.ArgumentTypeError("an ExternalId has 2 to 1224 characters")
+    return text
