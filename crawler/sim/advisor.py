@@ -11,13 +11,12 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from moto.iam.models import IAMBackend, ManagedPolicy
 
 from crawler.sim.faults import chance
-from crawler.sim.model import TRACKING_PERIOD_DAYS
 from crawler.sim.policies import Grants, grants_of_document, merge_grants
 from crawler.sim.reports import ServiceReport, build_report
 from crawler.sim.state import Job, SimError, SimState
@@ -76,12 +75,6 @@ def decode_marker(marker: str | None, job_id: str) -> int:
     except ValueError:
         pass
     raise invalid("Invalid Marker.")
-
-
-def tracking_cutoff(state: SimState) -> datetime:
-    """The start of the tracking period, counted from the organization's ``as_of`` as the ground
-    truth counts it (counting from the wall clock would disagree with it whenever ``as_of`` is not now)."""
-    return state.org.as_of - timedelta(days=TRACKING_PERIOD_DAYS)
 
 
 def page_size(job_id: str, offset: int, asked: int) -> int:
@@ -174,7 +167,7 @@ def generate_service_last_accessed_details(response: Any, state: SimState) -> di
         outcome = "STUCK"
         state.record("job_stuck", account_id, "GenerateServiceLastAccessedDetails", arn)
     created = datetime.now(timezone.utc).replace(microsecond=0)
-    cutoff = tracking_cutoff(state)
+    cutoff = state.org.tracking_cutoff
     activity = state.org.accounts[account_id].activity if account_id in state.org.accounts else {}
     reports = build_report(entity.grants, entity.principals, activity, state.catalog, cutoff,
                            action_level=granularity == "ACTION_LEVEL")

@@ -6,7 +6,7 @@ seconds, account ids are 12-character strings.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 EntityType = Literal["USER", "ROLE", "GROUP", "POLICY"]
@@ -140,6 +140,12 @@ class OrganizationModel:
     crawler_role_name: str = "AccessCrawlerRole"
     operator_user_name: str = "access-crawler-operator"
     hub_role_name: str = "AccessCrawlerHub"
+
+    @property
+    def tracking_cutoff(self) -> datetime:
+        """The start of access advisor's tracking period, counted from ``as_of``: older use is
+        reported as "not accessed" (by the live simulator and the ground truth alike)."""
+        return self.as_of - timedelta(days=TRACKING_PERIOD_DAYS)
 
     def ou_path_ids(self, parent_id: str) -> list[str]:
         """Ids from the root down to ``parent_id``."""

@@ -9,7 +9,7 @@ from typing import Any
 
 from moto.organizations.models import organizations_backends
 
-from crawler.sim.advisor import decode_marker, encode_marker, find_job, invalid, max_items, tracking_cutoff
+from crawler.sim.advisor import decode_marker, encode_marker, find_job, invalid, max_items
 from crawler.sim.model import OrganizationModel
 from crawler.sim.policies import grants_of_document
 from crawler.sim.state import Job, SimError, SimState
@@ -59,7 +59,7 @@ def generate_organizations_access_report(response: Any, state: SimState) -> dict
         raise SimError("ReportGenerationLimitExceeded", "Too many reports are being generated at once.", 409)
     allowed = _allowed_namespaces(state, org, response._get_param("OrganizationsPolicyId"))
     created = datetime.now(timezone.utc).replace(microsecond=0)
-    details = _access_details(state, org, accounts, allowed, tracking_cutoff(state))
+    details = _access_details(state, org, accounts, allowed, org.tracking_cutoff)
     faults = state.faults.for_account(caller)
     job = Job(id=str(uuid.uuid4()), kind="organizations", account_id=caller, session_key=response.get_access_key(),
               arn=path, job_type="ORGANIZATIONS", created=created, ready_at=time.time() + faults.job_seconds,

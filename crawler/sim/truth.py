@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from crawler.sim.catalog import ServiceCatalog, load_catalog
 from crawler.sim.generator import principal_grants
-from crawler.sim.model import TRACKING_PERIOD_DAYS, AccountModel, Entity, OrganizationModel
+from crawler.sim.model import AccountModel, Entity, OrganizationModel
 from crawler.sim.reports import ServiceReport, build_report
 
 
@@ -35,7 +35,7 @@ def entity_reports(org: OrganizationModel, action_level: bool = False,
                    catalog: ServiceCatalog | None = None) -> Iterator[tuple[Entity, list[ServiceReport]]]:
     """Every entity of every account with the report access advisor would give for it."""
     catalog = catalog or load_catalog()
-    cutoff = org.as_of - timedelta(days=TRACKING_PERIOD_DAYS)
+    cutoff = org.tracking_cutoff
     for model in org.accounts.values():
         for entity in model.entities:
             grants = principal_grants(model, entity, catalog)
