@@ -20,6 +20,7 @@ from crawler.sim.model import TRACKING_PERIOD_DAYS, AccountModel, Entity
 from crawler.sim.policies import grants_of_document
 from crawler.sim.reports import ServiceReport
 from crawler.sim.truth import entity_reports
+from tests.sim.helpers import all_pages, crawlable, error_of
 
 ENTITY_TYPES = ("USER", "ROLE", "GROUP", "POLICY")
 GRANULARITIES = ("SERVICE_LEVEL", "ACTION_LEVEL")
@@ -29,7 +30,6 @@ DETAIL_LISTS = {"UserDetailList": ("USER", "UserName"), "GroupDetailList": ("GRO
                 "RoleDetailList": ("ROLE", "RoleName"), "Policies": ("POLICY", "PolicyName")}
 FILTER_LISTS = {"User": "UserDetailList", "Group": "GroupDetailList", "Role": "RoleDetailList",
                 "LocalManagedPolicy": "Policies", "AWSManagedPolicy": "Policies"}
-MAX_PAGES = 2000
 TINY_ORG = OrgSpec(accounts=2, entities=8, seed=3)
 
 
@@ -37,21 +37,6 @@ TINY_ORG = OrgSpec(accounts=2, entities=8, seed=3)
 def utc(value: datetime | None) -> datetime | None:
     """A timestamp from boto3 as an aware UTC datetime (None stays None)."""
     return value.astimezone(timezone.utc) if value is not None else None
-
-
-def all_pages(call: Callable[..., dict[str, Any]], **params: Any) -> list[dict[str, Any]]:
-    """Every page of a Marker-paginated IAM call, following IsTruncated/Marker only."""
-    pages = [call(**params)]
-    while pages[-1]["IsTruncated"]:
-        assert len(pages) < MAX_PAGES, "pagination does not end"
-        pages.append(call(**params, Marker=pages[-1]["Marker"]))
-    return pages
-
-
-def error_of(raised: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
-    """The error code and HTTP status of a ClientError."""
-    response = raised.value.response
-    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
 
 
 def start_job(iam: Any, arn: str, granularity: str = "SERVICE_LEVEL") -> str:
@@ -70,13 +55,6 @@ def job_pages(iam: Any, arn: str, granularity: str = "SERVICE_LEVEL", max_items:
 def job_items(iam: Any, arn: str, granularity: str = "SERVICE_LEVEL", max_items: int = 100) -> list[dict[str, Any]]:
     """Every ServicesLastAccessed item of a fresh job."""
     return [item for page in job_pages(iam, arn, granularity, max_items) for item in page["ServicesLastAccessed"]]
-
-
-def crawlable(sim: SimulatedOrganization) -> list[str]:
-    """Member accounts that are ACTIVE and have the crawler role."""
-    return [account_id for account_id in sim.member_account_ids
-            if sim.model.accounts[account_id].account.state == "ACTIVE"
-            and sim.model.accounts[account_id].has_crawler_role]
 
 
 def truth_of(sim: SimulatedOrganization, arn: str, action_level: bool = False) -> list[ServiceReport]:
@@ -181,7 +159,7 @@ def test_generate_rejects_an_invalid_arn(small_org: SimulatedOrganization, membe
     with pytest.raises(ClientError) as raised:
         start_job(iam, arn.format(account=member, other=other))
 
-    assert error_of(raised) == ("InvalidInput", 400)
+    assert error_of(raised.value)[:2] == ("InvalidInput", 400)
 
 
 @pytest.mark.parametrize("kind", ["user/people", "role", "group", "policy"])
@@ -189,14 +167,14 @@ def test_generate_for_a_missing_entity_is_no_such_entity(member: str, iam: Any, 
     with pytest.raises(ClientError) as raised:
         start_job(iam, f"arn:aws:iam::{member}:{kind}/nobody-here")
 
-    assert error_of(raised) == ("NoSuchEntity", 404)
+    assert error_of(raised.value)[:2] == ("NoSuchEntity", 404)
 
 
 def test_generate_rejects_an_unknown_granularity(small_org: SimulatedOrganization, member: str, iam: Any) -> None:
     with pytest.raises(ClientError) as raised:
         start_job(iam, small_org.role_arn(member), "RESOURCE_LEVEL")
 
-    assert error_of(raised) == ("InvalidInput", 400)
+    assert error_of(raised.value)[:2] == ("InvalidInput", 400)
 
 
 # -- 2. GetServiceLastAccessedDetails ----------------------------------------------------------
@@ -283,7 +261,7 @@ def test_a_foreign_marker_is_invalid_input(small_org: SimulatedOrganization, mem
     with pytest.raises(ClientError) as raised:
         iam.get_service_last_accessed_details(JobId=start_job(iam, arn), Marker=marker)
 
-    assert error_of(raised) == ("InvalidInput", 400)
+    assert error_of(raised.value)[:2] == ("InvalidInput", 400)
 
 
 # -- MaxItems bounds, for every paginated access-advisor read ---------------------------------
@@ -328,7 +306,7 @@ def test_max_items_must_be_1_to_1000(small_org: SimulatedOrganization, member: s
         read(MaxItems=1001)
 
     assert answers[0]["IsTruncated"] and not answers[1]["IsTruncated"]
-    assert error_of(raised) == ("InvalidInput", 400)
+    assert error_of(raised.value)[:2] == ("InvalidInput", 400)
 
 
 def test_max_items_zero_is_refused_by_botocore(small_org: SimulatedOrganization, member: str) -> None:
@@ -404,7 +382,7 @@ def test_suspended_account_cannot_be_assumed(make_org: Callable[..., SimulatedOr
     with pytest.raises(ClientError) as raised:
         sim.assume(suspended)
 
-    assert error_of(raised) == ("AccessDenied", 403)
+    assert error_of(raised.value)[:2] == ("AccessDenied", 403)
 
 
 # -- 4. job states -------------------------------------------------------------------------------
@@ -454,7 +432,7 @@ def test_job_is_not_readable_from_another_session(small_org: SimulatedOrganizati
     with pytest.raises(ClientError) as raised:
         other.get_service_last_accessed_details(JobId=job_id)
 
-    assert error_of(raised) == ("NoSuchEntity", 404)
+    assert error_of(raised.value)[:2] == ("NoSuchEntity", 404)
     assert maker.get_service_last_accessed_details(JobId=job_id)["JobStatus"] == "COMPLETED"
 
 
@@ -600,7 +578,7 @@ def test_policies_granting_access_takes_at_most_200_namespaces(small_org: Simula
         iam.list_policies_granting_service_access(Arn=user.arn, ServiceNamespaces=list(
             small_org.catalog.namespaces[:201]))
 
-    assert error_of(raised) == ("InvalidInput", 400)
+    assert error_of(raised.value)[:2] == ("InvalidInput", 400)
 
 
 def test_200_namespaces_are_paginated_in_request_order(small_org: SimulatedOrganization) -> None:
@@ -819,7 +797,7 @@ def test_organizations_report_is_refused_to_a_member_account(small_org: Simulate
     with pytest.raises(ClientError) as raised:
         iam.generate_organizations_access_report(EntityPath=root_path(small_org))
 
-    assert error_of(raised) == ("AccessDenied", 403)
+    assert error_of(raised.value)[:2] == ("AccessDenied", 403)
 
 
 @pytest.mark.parametrize("mangle", [
@@ -834,4 +812,4 @@ def test_organizations_report_rejects_an_invalid_path(small_org: SimulatedOrgani
     with pytest.raises(ClientError) as raised:
         small_org.client("iam").generate_organizations_access_report(EntityPath=mangle(small_org))
 
-    assert error_of(raised) == ("InvalidInput", 400)
+    assert error_of(raised.value)[:2] == ("InvalidInput", 400)

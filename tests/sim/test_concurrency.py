@@ -10,6 +10,7 @@ import pytest
 
 from crawler.sim import SimulatedOrganization
 from crawler.sim.truth import entity_reports
+from tests.sim.helpers import all_pages
 
 THREADS = 32
 JOBS_PER_THREAD = 2
@@ -34,15 +35,10 @@ def truth_services(sim: SimulatedOrganization) -> dict[str, list[tuple[str, Any]
 def job_services(iam: Any, arn: str) -> list[tuple[str, Any]]:
     """Generate a job for ``arn`` and read every page of it."""
     job_id = iam.generate_service_last_accessed_details(Arn=arn)["JobId"]
-    services: list[tuple[str, Any]] = []
-    kwargs: dict[str, Any] = {"JobId": job_id}
-    while True:
-        page = iam.get_service_last_accessed_details(**kwargs)
-        assert page["JobStatus"] == "COMPLETED"
-        services += [(item["ServiceNamespace"], item.get("LastAuthenticated")) for item in page["ServicesLastAccessed"]]
-        if not page["IsTruncated"]:
-            return services
-        kwargs["Marker"] = page["Marker"]
+    pages = all_pages(iam.get_service_last_accessed_details, JobId=job_id)
+    assert {page["JobStatus"] for page in pages} == {"COMPLETED"}
+    return [(item["ServiceNamespace"], item.get("LastAuthenticated"))
+            for page in pages for item in page["ServicesLastAccessed"]]
 
 
 def account_ids(organizations: Any) -> list[str]:

@@ -6,24 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.parsers import ResponseParserError
 
 from crawler.sim import AccountFaults, FaultPlan, OrgSpec, RequestFaults, SimulatedOrganization
+from tests.sim.helpers import NO_RETRY, crawlable, failure_of
 
-#: No retries: every fault reaches the test. (``max_attempts`` counts retries, so 1 would retry once.)
-NO_RETRY = Config(retries={"total_max_attempts": 1, "mode": "standard"})
 #: botocore raises ResponseParserError for bad XML; its JSON parser raises plain Python errors.
 PARSE_ERRORS = (ResponseParserError, AttributeError, TypeError, ValueError)
-
-
-def error_of(call: Callable[[], Any]) -> tuple[str, int, str]:
-    """(code, HTTP status, message) of a call that must fail with a ClientError."""
-    with pytest.raises(ClientError) as caught:
-        call()
-    response = caught.value.response
-    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Message"]
 
 
 def outcome(call: Callable[[], Any]) -> str:
@@ -38,12 +28,6 @@ def outcome(call: Callable[[], Any]) -> str:
 def member_iam(sim: SimulatedOrganization, account_id: str) -> Any:
     """An IAM client in a member account through the crawler role, without retries."""
     return sim.client("iam", session=sim.assume(account_id), config=NO_RETRY)
-
-
-def members(sim: SimulatedOrganization) -> list[str]:
-    """Active member accounts."""
-    return [account_id for account_id in sim.member_account_ids
-            if sim.model.accounts[account_id].account.state == "ACTIVE"]
 
 
 def user_arn(sim: SimulatedOrganization, account_id: str) -> str:
@@ -62,7 +46,7 @@ def authorization_arns(iam: Any) -> set[str]:
 
 # -- IAM throttling ----------------------------------------------------------------------
 def test_iam_burst_beyond_the_bucket_is_throttled_in_that_account_only(small_org: SimulatedOrganization) -> None:
-    limited, other = members(small_org)[:2]
+    limited, other = crawlable(small_org)[:2]
     small_org.faults.account(limited).iam_rate = 5
     small_org.faults.account(limited).iam_burst = 5
     limited_iam, other_iam = member_iam(small_org, limited), member_iam(small_org, other)
@@ -72,7 +56,7 @@ def test_iam_burst_beyond_the_bucket_is_throttled_in_that_account_only(small_org
     assert 5 <= outcomes.count("ok") <= 5 + 5 * elapsed + 1
     assert set(outcomes) == {"ok", "Throttling"}
     assert small_org.state.throttled[limited] == outcomes.count("Throttling")
-    assert error_of(limited_iam.list_roles)[:3] == ("Throttling", 400, "Rate exceeded")
+    assert failure_of(limited_iam.list_roles)[:3] == ("Throttling", 400, "Rate exceeded")
     assert [outcome(other_iam.list_roles) for _ in range(20)] == ["ok"] * 20
     assert small_org.state.throttled[other] == 0
 
@@ -80,7 +64,7 @@ def test_iam_burst_beyond_the_bucket_is_throttled_in_that_account_only(small_org
 def test_iam_steady_calls_are_accepted_at_most_at_the_configured_rate(make_org) -> None:
     rate, burst = 5, 5
     sim = make_org()
-    account_id = members(sim)[0]
+    account_id = crawlable(sim)[0]
     sim.faults.account(account_id).iam_rate = rate
     sim.faults.account(account_id).iam_burst = burst
     iam = member_iam(sim, account_id)
@@ -95,7 +79,7 @@ def test_iam_steady_calls_are_accepted_at_most_at_the_configured_rate(make_org) 
 
 
 def test_throttle_storm_throttles_every_iam_call_then_recovers(small_org: SimulatedOrganization) -> None:
-    account_id = members(small_org)[0]
+    account_id = crawlable(small_org)[0]
     small_org.faults.account(account_id).throttle_storm_seconds = 1.0
     iam = member_iam(small_org, account_id)
     started = time.monotonic()
@@ -140,7 +124,7 @@ OPERATOR_CALLS = {
 @pytest.mark.parametrize(("service", "code"), [("iam", "ServiceFailure"), ("organizations", "ServiceException")])
 def test_error_rate_gives_the_service_5xx(make_org, service: str, code: str) -> None:
     sim = make_org(faults=FaultPlan.uniform(error_rate=1.0))
-    assert error_of(OPERATOR_CALLS[service](sim))[:2] == (code, 500)
+    assert failure_of(OPERATOR_CALLS[service](sim))[:2] == (code, 500)
     assert [event.kind for event in sim.state.events] == ["server_error"]
 
 
@@ -149,7 +133,7 @@ def test_organizations_throttle_rate_per_operation(make_org) -> None:
     sim = make_org(faults=faults)
     faults.account(sim.management_account_id).operations["ListAccounts"] = RequestFaults(throttle_rate=1.0)
     organizations = sim.client("organizations", config=NO_RETRY)
-    code, status, message = error_of(organizations.list_accounts)
+    code, status, message = failure_of(organizations.list_accounts)
     assert (code, status) == ("TooManyRequestsException", 400)
     assert "rate limit" in message
     assert organizations.list_roots()["Roots"]
@@ -168,7 +152,7 @@ def test_malformed_answer_is_a_parsing_error(make_org, service: str, expected: A
 # -- access-advisor jobs -----------------------------------------------------------------
 def test_stuck_job_stays_in_progress(make_org) -> None:
     sim = make_org(faults=FaultPlan.uniform(stuck_job_rate=1.0, job_seconds=0))
-    account_id = members(sim)[0]
+    account_id = crawlable(sim)[0]
     iam = member_iam(sim, account_id)
     arn = user_arn(sim, account_id)
     job_id = iam.generate_service_last_accessed_details(Arn=arn)["JobId"]
@@ -182,12 +166,12 @@ def test_stuck_job_stays_in_progress(make_org) -> None:
 
 
 def test_deleted_entity_is_no_such_entity_and_gone_from_the_inventory(small_org: SimulatedOrganization) -> None:
-    account_id = members(small_org)[0]
+    account_id = crawlable(small_org)[0]
     small_org.faults.account(account_id).deleted_entity_rate = 1.0
     iam = member_iam(small_org, account_id)
     arn = user_arn(small_org, account_id)
     assert arn in authorization_arns(iam)
-    assert error_of(lambda: iam.generate_service_last_accessed_details(Arn=arn))[:2] == ("NoSuchEntity", 404)
+    assert failure_of(lambda: iam.generate_service_last_accessed_details(Arn=arn))[:2] == ("NoSuchEntity", 404)
     assert arn not in authorization_arns(iam)
     deleted = [event for event in small_org.state.events if event.kind == "entity_deleted"]
     assert [(event.account_id, event.detail) for event in deleted] == [(account_id, arn)]
@@ -195,7 +179,7 @@ def test_deleted_entity_is_no_such_entity_and_gone_from_the_inventory(small_org:
 
 
 def test_deletion_fault_spares_the_crawlers_own_role(small_org: SimulatedOrganization) -> None:
-    account_id = members(small_org)[0]
+    account_id = crawlable(small_org)[0]
     small_org.faults.account(account_id).deleted_entity_rate = 1.0
     iam = member_iam(small_org, account_id)
     crawler_role = small_org.role_arn(account_id)
@@ -204,13 +188,13 @@ def test_deletion_fault_spares_the_crawlers_own_role(small_org: SimulatedOrganiz
 
 
 def test_delete_entity_removes_a_role_now(small_org: SimulatedOrganization) -> None:
-    account_id = members(small_org)[0]
+    account_id = crawlable(small_org)[0]
     iam = member_iam(small_org, account_id)
     arn = next(entity.arn for entity in small_org.model.accounts[account_id].entities
                if entity.type == "ROLE" and entity.name != small_org.model.crawler_role_name)
     assert small_org.delete_entity(arn) is True
     assert arn not in authorization_arns(iam)
-    assert error_of(lambda: iam.generate_service_last_accessed_details(Arn=arn))[:2] == ("NoSuchEntity", 404)
+    assert failure_of(lambda: iam.generate_service_last_accessed_details(Arn=arn))[:2] == ("NoSuchEntity", 404)
     assert small_org.delete_entity(arn) is False
 
 
@@ -221,7 +205,7 @@ def failed_entities(seed: int, reverse: bool = False) -> set[str]:
     sim = SimulatedOrganization(OrgSpec(accounts=2, entities=16, seed=seed),
                                 FaultPlan(default=AccountFaults(job_failure_rate=0.5)))
     with sim.in_process():
-        account_id = members(sim)[0]
+        account_id = crawlable(sim)[0]
         iam = member_iam(sim, account_id)
         failed = set()
         entities = sim.model.accounts[account_id].entities

@@ -4,12 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from crawler.sim import SimulatedOrganization
-
-NO_RETRY = Config(retries={"total_max_attempts": 1, "mode": "standard"})
+from tests.sim.helpers import NO_RETRY
 
 
 def pages(call: Any, **kwargs: Any) -> list[dict[str, Any]]:

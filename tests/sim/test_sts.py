@@ -7,13 +7,11 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from crawler.sim import OrgSpec, SimulatedOrganization
+from tests.sim.helpers import NO_RETRY, crawlable, error_of, failure_of
 
-#: No retries: every fault reaches the test. (``max_attempts`` counts retries, so 1 would retry once.)
-NO_RETRY = Config(retries={"total_max_attempts": 1, "mode": "standard"})
 HUB_ROLE = "AccessCrawlerHub"
 
 
@@ -34,22 +32,7 @@ def assume(sim: SimulatedOrganization, account_id: str, session: boto3.Session |
 
 def assume_error(sim: SimulatedOrganization, account_id: str, **kwargs: Any) -> tuple[str, int, str]:
     """The error code, HTTP status and message of a failing AssumeRole."""
-    with pytest.raises(ClientError) as caught:
-        assume(sim, account_id, **kwargs)
-    return error_of(caught.value)
-
-
-def error_of(error: ClientError) -> tuple[str, int, str]:
-    """(code, HTTP status, message) of a botocore ClientError."""
-    return (error.response["Error"]["Code"], error.response["ResponseMetadata"]["HTTPStatusCode"],
-            error.response["Error"]["Message"])
-
-
-def active_members(sim: SimulatedOrganization) -> list[str]:
-    """Member accounts that are ACTIVE and have the crawler role."""
-    return [account_id for account_id in sim.member_account_ids
-            if sim.model.accounts[account_id].account.state == "ACTIVE"
-            and sim.model.accounts[account_id].has_crawler_role]
+    return failure_of(lambda: assume(sim, account_id, **kwargs))
 
 
 def suspended_account(sim: SimulatedOrganization) -> str:
@@ -58,7 +41,7 @@ def suspended_account(sim: SimulatedOrganization) -> str:
 
 
 def test_assumed_session_lands_in_the_target_account(small_org: SimulatedOrganization) -> None:
-    for account_id in active_members(small_org):
+    for account_id in crawlable(small_org):
         identity = small_org.client("sts", session=session_of(assume(small_org, account_id))).get_caller_identity()
         assert identity["Account"] == account_id
         assert identity["Arn"] == f"arn:aws:sts::{account_id}:assumed-role/AccessCrawlerRole/crawler"
@@ -74,7 +57,7 @@ def test_missing_crawler_role_is_access_denied(make_org) -> None:
 
 
 def test_deny_assume_role_fault_is_access_denied_and_recorded(small_org: SimulatedOrganization) -> None:
-    denied, other = active_members(small_org)[:2]
+    denied, other = crawlable(small_org)[:2]
     small_org.faults.account(denied).deny_assume_role = True
     assert assume_error(small_org, denied)[:2] == ("AccessDenied", 403)
     events = [event for event in small_org.state.events if event.kind == "assume_role_denied"]
@@ -90,12 +73,12 @@ def test_suspended_account_is_access_denied(small_org: SimulatedOrganization) ->
 def test_external_id_required_by_trust_policy(make_org, external_id: str | None) -> None:
     sim = make_org(OrgSpec(accounts=4, entities=14, seed=11, external_id="expected-id"))
     kwargs = {} if external_id is None else {"ExternalId": external_id}
-    assert assume_error(sim, active_members(sim)[0], **kwargs)[:2] == ("AccessDenied", 403)
+    assert assume_error(sim, crawlable(sim)[0], **kwargs)[:2] == ("AccessDenied", 403)
 
 
 def test_right_external_id_is_accepted(make_org) -> None:
     sim = make_org(OrgSpec(accounts=4, entities=14, seed=11, external_id="expected-id"))
-    account_id = active_members(sim)[0]
+    account_id = crawlable(sim)[0]
     assert assume(sim, account_id, ExternalId="expected-id")["AssumedRoleUser"]["Arn"].startswith(
         f"arn:aws:sts::{account_id}:assumed-role/")
 
@@ -109,26 +92,26 @@ def hub_session(sim: SimulatedOrganization) -> boto3.Session:
 
 def test_chained_assume_role_over_one_hour_is_refused(small_org: SimulatedOrganization) -> None:
     with pytest.raises(ClientError) as caught:
-        assume(small_org, active_members(small_org)[0], session=hub_session(small_org), DurationSeconds=3601)
+        assume(small_org, crawlable(small_org)[0], session=hub_session(small_org), DurationSeconds=3601)
     code, status, message = error_of(caught.value)
     assert (code, status) == ("ValidationError", 400)
     assert "role chaining" in message
 
 
 def test_chained_assume_role_for_one_hour_lands_in_the_member(small_org: SimulatedOrganization) -> None:
-    account_id = active_members(small_org)[0]
+    account_id = crawlable(small_org)[0]
     answer = assume(small_org, account_id, session=hub_session(small_org), DurationSeconds=3600)
     identity = small_org.client("sts", session=session_of(answer)).get_caller_identity()
     assert identity["Account"] == account_id
 
 
 def test_unchained_assume_role_may_last_one_hour(small_org: SimulatedOrganization) -> None:
-    answer = assume(small_org, active_members(small_org)[0], DurationSeconds=3600)
+    answer = assume(small_org, crawlable(small_org)[0], DurationSeconds=3600)
     assert answer["Credentials"]["Expiration"] > datetime.now(timezone.utc)
 
 
 def test_short_session_is_answered_expired_token(small_org: SimulatedOrganization) -> None:
-    account_id = active_members(small_org)[0]
+    account_id = crawlable(small_org)[0]
     small_org.faults.account(account_id).session_seconds = 1
     answer = assume(small_org, account_id)
     expiration = answer["Credentials"]["Expiration"]
