@@ -1,0 +1,301 @@
+"""The output dataset: per-unit staging, consolidation into sorted partitions, atomic publish, run manifests.
+
+Layout under the output root::
+
+    _staging/<date>/<run_id>/<unit>/<table>.parquet   a unit's rows (unit: 12-digit account id or "_run")
+    _staging/<date>/<run_id>/<unit>/DONE              the unit's commit point, written last
+    <table>/snapshot_date=<date>/part-NNNNN.parquet   consolidated, sorted, published
+    runs/<run_id>.json                                the run manifest: the snapshot's commit point
+
+Readers glob ``<table>/**/*.parquet``; nothing they read is ever half written. All I/O goes
+through ``pyarrow.fs``, so the root may be a local path or a filesystem URI.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from crawler import schema
+from crawler.errors import CrawlerError
+from crawler.parquet import PartFile, PartWriter, StagedFileError, merge_sorted, rows_to_table, write_file
+from crawler.settings import OutputSettings
+
+LOG = logging.getLogger(__name__)
+
+RUN_ID_PATTERN = re.compile(r"[0-9A-Za-z_.-]{1,64}")
+UNIT_PATTERN = re.compile(r"[0-9]{12}|_run")
+#: The unit of rows that belong to the run rather than to one account.
+RUN_UNIT = "_run"
+STAGING_DIR = "_staging"
+RUNS_DIR = "runs"
+DONE_MARKER = "DONE"
+#: Inside a run's staging directory: the partitions being built, and the partitions they replaced.
+BUILD_DIR = "_publish"
+REPLACED_DIR = "_replaced"
+PUBLISHED = "published"
+#: Errors of the filesystem and of reading or writing Parquet.
+STORAGE_ERRORS = (OSError, pa.ArrowException, StagedFileError)
+
+
+class DatasetError(CrawlerError):
+    """The dataset cannot be written or read: output not writable, corrupt staging, missing manifest."""
+
+
+def validate_run_id(run_id: str) -> str:
+    """``run_id`` if it is safe as a file name (letters, digits, ``_.-``; not ``.`` or ``..``), else ValueError."""
+    if not RUN_ID_PATTERN.fullmatch(run_id) or run_id in (".", ".."):
+        raise ValueError(f"invalid run id {run_id!r}: use 1 to 64 letters, digits, '_', '.' or '-'")
+    return run_id
+
+
+def validate_unit(unit: str) -> str:
+    """``unit`` if it is a 12-digit account id or ``_run``, else ValueError."""
+    if not UNIT_PATTERN.fullmatch(unit):
+        raise ValueError(f"invalid staging unit {unit!r}: expected a 12-digit account id or {RUN_UNIT!r}")
+    return unit
+
+
+def open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem of ``root`` (a local path or a URI such as ``s3://bucket/prefix``) and the path in it."""
+    if "://" not in root:
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(root)).replace(os.sep, "/")
+    try:
+        filesystem, path = pafs.FileSystem.from_uri(root)
+    except STORAGE_ERRORS as error:
+        raise DatasetError(f"cannot open output path {root}: {error}") from error
+    return filesystem, path.rstrip("/")
+
+
+class Dataset:
+    """One run's view of the dataset under ``root``: it stages units, then publishes the snapshot."""
+
+    def __init__(self, root: str, snapshot_date: date, run_id: str, settings: OutputSettings) -> None:
+        if isinstance(snapshot_date, datetime) or not isinstance(snapshot_date, date):
+            raise TypeError(f"snapshot_date must be a date, not {type(snapshot_date).__name__}")
+        self.root = root
+        self.snapshot_date = snapshot_date
+        self.run_id = validate_run_id(run_id)
+        self.settings = settings
+        self._fs, self._base = open_filesystem(root)
+        self._run_dir = f"{self._base}/{STAGING_DIR}/{snapshot_date.isoformat()}/{run_id}"
+
+    def check_writable(self) -> None:
+        """Create the root and write and delete a probe file in it; DatasetError with the reason otherwise."""
+        try:
+            if self._fs.get_file_info(self._base).type == pafs.FileType.File:
+                raise DatasetError(f"output path {self.root} is a file, not a directory")
+            self._fs.create_dir(self._base, recursive=True)
+            probe = f"{self._base}/.write-probe-{uuid.uuid4().hex}"
+            with self._fs.open_output_stream(probe, compression=None) as stream:
+                stream.write(b"access-crawler write probe\n")
+            self._fs.delete_file(probe)
+        except STORAGE_ERRORS as error:
+            raise DatasetError(f"output path {self.root} is not writable: {error}") from error
+
+    def stage(self, unit: str, tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        """Write a unit's rows, table by table, then its DONE marker; staging a unit again replaces it.
+
+        Raises ValueError for a bad unit, table, column or naive datetime (before touching disk),
+        DatasetError when the files cannot be written.
+        """
+        unit_dir = self._unit_dir(validate_unit(unit))
+        arrow_tables = {table: rows_to_table(table, rows) for table, rows in tables.items()}
+        try:
+            self._delete_dir(unit_dir)
+            self._fs.create_dir(unit_dir, recursive=True)
+            for table, rows in arrow_tables.items():
+                self._stage_table(unit_dir, table, rows)
+            done = {"unit": unit, "rows": {table: rows.num_rows for table, rows in arrow_tables.items()}}
+            self._write_json(f"{unit_dir}/{DONE_MARKER}", done)
+        except STORAGE_ERRORS as error:
+            raise DatasetError(f"cannot stage {unit} under {unit_dir}: {error}") from error
+
+    def staged_units(self) -> set[str]:
+        """The units staged completely (with their DONE marker)."""
+        try:
+            listing = self._fs.get_file_info(pafs.FileSelector(self._run_dir, allow_not_found=True))
+            units = [info.base_name for info in listing
+                     if info.type == pafs.FileType.Directory and UNIT_PATTERN.fullmatch(info.base_name)]
+            markers = self._fs.get_file_info([f"{self._unit_dir(unit)}/{DONE_MARKER}" for unit in units])
+        except STORAGE_ERRORS as error:
+            raise DatasetError(f"cannot list staging directory {self._run_dir}: {error}") from error
+        return {unit for unit, marker in zip(units, markers, strict=True) if marker.type == pafs.FileType.File}
+
+    def publish(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Consolidate every table from the staged units, replace the snapshot's partitions, write the manifest.
+
+        Returns the manifest as written to ``runs/<run_id>.json`` (dates as ISO text): ``manifest``
+        merged with run_id, snapshot_date, status "published", tables (rows and files) and published_at.
+        """
+        units = sorted(self.staged_units())
+        build_dir = f"{self._run_dir}/{BUILD_DIR}"
+        try:
+            self._delete_dir(build_dir)  # left over by a publish that failed
+            parts = {table: self._consolidate(table, units, f"{build_dir}/{table}") for table in schema.TABLES}
+            for table in schema.TABLES:
+                self._replace_partition(table, f"{build_dir}/{table}")
+        except STORAGE_ERRORS as error:
+            raise DatasetError(f"cannot publish snapshot {self.snapshot_date} of run {self.run_id}: {error}") \
+                from error
+        document = {**manifest, **self._manifest_fields(), "status": PUBLISHED, "tables": self._tables_entry(parts),
+                    "published_at": datetime.now(UTC).isoformat(timespec="microseconds")}
+        written = self._write_manifest(document)
+        self._remove_staging()
+        return written
+
+    def write_run_manifest(self, manifest: Mapping[str, Any]) -> None:
+        """Write ``runs/<run_id>.json`` without publishing (a run that was interrupted or failed)."""
+        self._write_manifest({**manifest, **self._manifest_fields()})
+
+    def _unit_dir(self, unit: str) -> str:
+        return f"{self._run_dir}/{unit}"
+
+    def _stage_table(self, unit_dir: str, table: str, rows: pa.Table) -> None:
+        write = functools.partial(write_file, self._fs, table=table, rows=rows, settings=self.settings)
+        self._write_atomically(f"{unit_dir}/{table}.parquet", write)
+
+    def _partition_dir(self, table: str) -> str:
+        return f"{self._base}/{table}/{schema.PARTITION_COLUMN}={self.snapshot_date.isoformat()}"
+
+    def _consolidate(self, table: str, units: Sequence[str], directory: str) -> list[PartFile]:
+        paths = [f"{self._unit_dir(unit)}/{table}.parquet" for unit in units]
+        staged = [info.path for info in self._fs.get_file_info(paths) if info.type == pafs.FileType.File]
+        self._fs.create_dir(directory, recursive=True)
+        writer = PartWriter(self._fs, directory, table, self.settings)
+        try:
+            for chunk in merge_sorted(self._fs, staged, table):
+                writer.write(chunk)
+            return writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def _replace_partition(self, table: str, built: str) -> None:
+        # Two renames: readers may briefly see no partition for the date, never a mix of two runs.
+        partition = self._partition_dir(table)
+        self._fs.create_dir(partition.rsplit("/", 1)[0], recursive=True)
+        if self._fs.get_file_info(partition).type != pafs.FileType.NotFound:
+            replaced = f"{self._run_dir}/{REPLACED_DIR}/{table}"
+            self._delete_dir(replaced)  # set aside by a publish of this run that failed
+            self._fs.create_dir(f"{self._run_dir}/{REPLACED_DIR}", recursive=True)
+            self._fs.move(partition, replaced)
+        self._fs.move(built, partition)
+
+    def _tables_entry(self, parts: Mapping[str, list[PartFile]]) -> dict[str, Any]:
+        """The manifest's "tables": rows and files of each table, paths relative to the root."""
+        entry: dict[str, Any] = {}
+        for table, files in parts.items():
+            directory = self._partition_dir(table).removeprefix(f"{self._base}/")
+            entry[table] = {"rows": sum(part.rows for part in files),
+                            "files": [{"path": f"{directory}/{part.path.rsplit('/', 1)[1]}", "rows": part.rows,
+                                       "bytes": part.bytes, "sha256": part.sha256} for part in files]}
+        return entry
+
+    def _manifest_fields(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "snapshot_date": self.snapshot_date.isoformat()}
+
+    def _write_manifest(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        """Write the run's manifest; returns it as written (dates and datetimes as ISO text)."""
+        try:
+            self._fs.create_dir(f"{self._base}/{RUNS_DIR}", recursive=True)
+            return self._write_json(f"{self._base}/{RUNS_DIR}/{self.run_id}.json", document)
+        except STORAGE_ERRORS as error:
+            raise DatasetError(f"cannot write the manifest of run {self.run_id}: {error}") from error
+
+    def _remove_staging(self) -> None:
+        # The snapshot is published: failing to tidy up must not fail the run.
+        try:
+            self._delete_dir(self._run_dir)
+            date_dir = self._run_dir.rsplit("/", 1)[0]
+            if not self._fs.get_file_info(pafs.FileSelector(date_dir, allow_not_found=True)):
+                self._delete_dir(date_dir)
+        except STORAGE_ERRORS as error:
+            LOG.warning("could not remove staging directory %s: %s", self._run_dir, error)
+
+    def _delete_dir(self, path: str) -> None:
+        if self._fs.get_file_info(path).type != pafs.FileType.NotFound:
+            self._fs.delete_dir(path)
+
+    def _write_json(self, path: str, document: Mapping[str, Any]) -> dict[str, Any]:
+        text = json.dumps(document, indent=2, default=_json_value) + "\n"
+        self._write_atomically(path, lambda temporary: _write_bytes(self._fs, temporary, text.encode()))
+        written: dict[str, Any] = json.loads(text)
+        return written
+
+    def _write_atomically(self, path: str, write: Callable[[str], None]) -> None:
+        """Write through ``write`` to a temporary name beside ``path``, then rename it over ``path``."""
+        temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+        try:
+            write(temporary)
+            self._fs.move(temporary, path)
+        except BaseException:
+            if self._fs.get_file_info(temporary).type == pafs.FileType.File:
+                self._fs.delete_file(temporary)
+            raise
+
+
+def read_manifest(root: str, run_id: str) -> dict[str, Any]:
+    """The manifest of run ``run_id`` under ``root``; DatasetError if there is none or it is unreadable."""
+    filesystem, base = open_filesystem(root)
+    path = f"{base}/{RUNS_DIR}/{validate_run_id(run_id)}.json"
+    try:
+        found = filesystem.get_file_info(path).type == pafs.FileType.File
+    except STORAGE_ERRORS as error:
+        raise DatasetError(f"cannot read the manifest of run {run_id} under {root}: {error}") from error
+    if not found:
+        raise DatasetError(f"no manifest for run {run_id} under {root}")
+    return _read_json(filesystem, path)
+
+
+def latest_manifest(root: str, snapshot_date: date | None = None) -> dict[str, Any] | None:
+    """The most recently published manifest under ``root`` (of ``snapshot_date`` if given), or None."""
+    filesystem, base = open_filesystem(root)
+    try:
+        listing = filesystem.get_file_info(pafs.FileSelector(f"{base}/{RUNS_DIR}", allow_not_found=True))
+    except STORAGE_ERRORS as error:
+        raise DatasetError(f"cannot list the manifests under {root}: {error}") from error
+    wanted_date = snapshot_date.isoformat() if snapshot_date is not None else None
+    published = []
+    for info in listing:
+        if info.type != pafs.FileType.File or not info.base_name.endswith(".json"):
+            continue
+        document = _read_json(filesystem, info.path)
+        if document.get("status") == PUBLISHED and wanted_date in (None, document.get("snapshot_date")):
+            published.append(document)
+    return max(published, key=lambda doc: (str(doc.get("published_at", "")), str(doc.get("run_id", ""))),
+               default=None)
+
+
+def _read_json(filesystem: pafs.FileSystem, path: str) -> dict[str, Any]:
+    try:
+        with filesystem.open_input_stream(path, compression=None) as stream:
+            document = json.loads(stream.read().decode("utf-8"))
+    except (*STORAGE_ERRORS, ValueError) as error:
+        raise DatasetError(f"cannot read manifest {path}: {error}") from error
+    if not isinstance(document, dict):
+        raise DatasetError(f"manifest {path} is not a JSON object")
+    return document
+
+
+def _write_bytes(filesystem: pafs.FileSystem, path: str, content: bytes) -> None:
+    with filesystem.open_output_stream(path, compression=None) as stream:
+        stream.write(content)
+
+
+def _json_value(value: Any) -> Any:
+    """JSON for the values manifests carry besides JSON's own: dates, datetimes, sets."""
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"cannot write {type(value).__name__} to a manifest")
