@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from crawler import __version__
 from crawler.errors import CrawlerError
@@ -35,8 +36,147 @@ def build_parser() -> argparse.ArgumentParser:
         prog="access-crawler", description="IAM access advisor across every account of an AWS Organization.")
     parser.add_argument("--version", action="version", version=f"access-crawler {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_validate(commands)
+    _add_accounts(commands)
+    _add_run(commands)
+    _add_demo(commands)
     _add_sim(commands)
     return parser
+
+
+def _command(commands: argparse._SubParsersAction, name: str, summary: str, description: str,
+             example: str) -> argparse.ArgumentParser:
+    return commands.add_parser(name, help=summary, description=description, epilog=f"example:\n  {example}",
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_config_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("-c", "--config", required=True, type=Path, metavar="FILE", help="the YAML config file")
+
+
+def _add_validate(commands: argparse._SubParsersAction) -> None:
+    validate = _command(commands, "validate", "check a config file and print the resolved settings",
+                        "Check a config file completely (no AWS call) and print every setting, defaults included.",
+                        "access-crawler validate -c config/crawler.yaml")
+    _add_config_option(validate)
+    validate.set_defaults(handler=_run_validate)
+
+
+def _add_accounts(commands: argparse._SubParsersAction) -> None:
+    accounts = _command(commands, "accounts", "list the accounts a crawl would enter",
+                        "Discover and filter the target accounts (id, name, OU path, state, tags) without entering "
+                        "any of them.", "access-crawler accounts -c config/crawler.yaml --format csv > accounts.csv")
+    _add_config_option(accounts)
+    accounts.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+    accounts.set_defaults(handler=_run_accounts)
+
+
+def _add_run(commands: argparse._SubParsersAction) -> None:
+    run = _command(commands, "run", "crawl every selected account and publish a snapshot",
+                   "Enter every selected account, run access-advisor jobs for its entities and publish one "
+                   "snapshot of every table under output.path. Exit code 0: complete; 1: completed with "
+                   "recorded failures; 2: bad config or usage; 130: interrupted.",
+                   "access-crawler run -c config/crawler.yaml --output ./access-data")
+    _add_config_option(run)
+    run.add_argument("--output", metavar="PATH", help="write here instead of output.path")
+    run.set_defaults(handler=_run_run)
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    demo = _command(commands, "demo", "crawl a built-in simulated organization (no AWS account needed)",
+                    "Start a simulated AWS Organization on 127.0.0.1, crawl it end to end with "
+                    "config/demo.yaml's settings and show what the data says.",
+                    "access-crawler demo --out ./out --accounts 8 --seed 3")
+    demo.add_argument("--out", type=Path, default=Path("out"), metavar="DIR", help="output root (default ./out)")
+    demo.add_argument("--accounts", type=_count, default=6, help="member accounts (default 6)")
+    demo.add_argument("--entities", type=_entities, default=12, help="IAM entities per account (default 12)")
+    demo.add_argument("--seed", type=int, default=1, help="seed of the generated organization (default 1)")
+    demo.set_defaults(handler=_run_demo)
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from crawler.config import describe_config, load_config
+
+    config = load_config(args.config)
+    print(f"# {args.config}: valid", flush=True)
+    print(describe_config(config), end="")
+    return EXIT_OK
+
+
+def _run_accounts(args: argparse.Namespace) -> int:
+    from crawler.config import load_config
+    from crawler.listing import format_accounts
+    from crawler.organizations import select_accounts
+    from crawler.scheduler import discover
+    from crawler.sessions import SessionFactory
+
+    config = load_config(args.config)
+    factory = SessionFactory(config.aws, config.assume_role, config.concurrency)
+    accounts = select_accounts(discover(config, factory), config.organization)
+    sys.stdout.write(format_accounts(accounts, args.format))
+    return EXIT_OK
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from crawler.config import load_config
+
+    config = load_config(args.config)
+    if args.output:
+        config = config.with_output(args.output)
+    return _crawl(config, lambda progress: _run_crawl(config, progress))
+
+
+def _run_crawl(config: Any, progress: Any) -> Any:
+    from crawler.scheduler import run_crawl
+
+    return run_crawl(config, progress=progress)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from crawler.demo import demo_config, findings, run_demo
+
+    config = demo_config(args.out)
+    code = _crawl(config, lambda progress: run_demo(args.out, args.accounts, args.seed, args.entities, progress),
+                  show_findings=findings)
+    return code
+
+
+def _crawl(config: Any, crawl: Callable[[Any], Any], show_findings: Callable[[Any], list[str]] | None = None) -> int:
+    """Logging, the progress display, the crawl, the summary; the exit code."""
+    from crawler.log import close_logging, configure_logging
+    from crawler.progress import Progress, ProgressDisplay
+
+    log_path = configure_logging(config.logging, config.output.path)
+    progress = Progress()
+    try:
+        with ProgressDisplay(progress):
+            summary = crawl(progress)
+    finally:
+        close_logging()
+    print(format_summary(summary, log_path))
+    if show_findings is not None:
+        print("\nwhat the data shows:")
+        print("\n".join(f"  {line}" for line in show_findings(summary)))
+    return EXIT_OK if summary.complete else EXIT_FAILURES
+
+
+def format_summary(summary: Any, log_path: Path | None) -> str:
+    """The final summary of a run: accounts, rows per table, where the data and the log are."""
+    manifest = summary.manifest
+    accounts = manifest["accounts"]
+    lines = [f"run {summary.run_id}: snapshot {summary.snapshot_date} "
+             f"({'complete' if summary.complete else 'completed with recorded failures'})",
+             f"accounts: {accounts['ok']} ok, {accounts['failed']} failed, {accounts['skipped']} skipped "
+             f"of {accounts['selected']}",
+             "entities: " + (", ".join(f"{count} {name}" for name, count in manifest["entities"].items()) or "none"),
+             "rows: " + ", ".join(f"{name} {count:,}" for name, count in summary.rows.items()),
+             f"data: {summary.root} (manifest: runs/{summary.run_id}.json)"]
+    if accounts["failed_ids"]:
+        lines.append("accounts not complete: " + ", ".join(accounts["failed_ids"]) + " (see the accounts and "
+                     "errors tables)")
+    if log_path is not None:
+        lines.append(f"log: {log_path}")
+    return "\n".join(lines)
 
 
 def _add_sim(commands: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ the defaults documented in ``config/crawler.example.yaml``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 
 PARTITIONS = ("aws", "aws-cn", "aws-us-gov")
@@ -182,3 +182,7 @@ class Config:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     #: The file it was read from, if any.
     source: str | None = None
+
+    def with_output(self, path: str) -> Config:
+        """The same settings writing to ``path``."""
+        return replace(self, output=replace(self.output, path=path))

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import SIM_PROFILE
+
 FAKE_ENV = {
     "AWS_ACCESS_KEY_ID": "AKIAFAKEFAKEFAKEFAKE",
     "AWS_SECRET_ACCESS_KEY": "fake-secret-for-tests-only",
@@ -33,3 +35,28 @@ def fake_aws_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     yield home
+
+
+@pytest.fixture
+def crawl_org(fake_aws_environment: Path) -> Iterator:
+    """Start a simulated organization in process and point the AWS profile ``sim`` at it.
+
+    The crawler reaches it exactly as it would reach AWS: through a named profile in the
+    standard AWS config files (moto's in-process mock answers every botocore request).
+    """
+    from crawler.sim import SimulatedOrganization
+
+    started = []
+
+    def start(spec: object = None, faults: object = None, **options: object) -> SimulatedOrganization:
+        sim = SimulatedOrganization(spec, faults, **options)  # type: ignore[arg-type]
+        context = sim.in_process()
+        context.__enter__()
+        started.append(context)
+        sim.write_aws_config(fake_aws_environment, profile=SIM_PROFILE)
+        return sim
+
+    yield start
+    for context in reversed(started):
+        context.__exit__(None, None, None)
+

@@ -1,0 +1,322 @@
+"""Access-advisor jobs of one account: generate, wait, read every page, drill down.
+
+One :class:`AccountAdvisor` per account keeps a window of jobs in flight: it generates jobs
+for later entities while earlier ones run, and reads the job whose next check is nearest.
+Every expected AWS answer becomes data in an :class:`EntityOutcome`, never an exception:
+NoSuchEntity on generate = the entity was deleted; FAILED = retried, then failed; still
+IN_PROGRESS after the timeout = timed out. A JobId is bound to the role session that made
+it, so a job made before a credential renewal is generated again, not read.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from crawler.calls import AccountCalls
+from crawler.inventory import Entity
+from crawler.progress import Progress
+from crawler.sessions import error_code, error_message
+from crawler.settings import AdvisorSettings
+
+log = logging.getLogger(__name__)
+
+COMPLETED, FAILED, TIMED_OUT, DELETED, SKIPPED = "completed", "failed", "timed_out", "deleted", "skipped"
+#: ListPoliciesGrantingServiceAccess takes at most this many namespaces per call.
+NAMESPACES_PER_CALL = 200
+#: A job that vanished (NoSuchEntity on read) is generated again at most this often.
+MAX_LOST_JOBS = 3
+DRILLDOWN_TYPES = ("GROUP", "POLICY")
+POLICY_LOOKUP_TYPES = ("USER", "ROLE", "GROUP")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A recorded failure of one stage of one entity (or account)."""
+
+    stage: str
+    code: str
+    message: str
+    attempts: int = 1
+    entity_arn: str | None = None
+    occurred_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+@dataclass
+class EntityOutcome:
+    """What access advisor said about one entity, or why it said nothing."""
+
+    entity: Entity
+    outcome: str = SKIPPED
+    job_id: str | None = None
+    job_created_at: datetime | None = None
+    collected_at: datetime | None = None
+    attempts: int = 0
+    services: list[dict[str, Any]] = field(default_factory=list)
+    #: ServiceNamespace -> EntityDetailsList items (GetServiceLastAccessedDetailsWithEntities).
+    accessors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: PoliciesGrantingServiceAccess items.
+    policies: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+    def fail(self, outcome: str, stage: str, code: str, message: str) -> EntityOutcome:
+        """Record the failure that ends this entity's job."""
+        self.outcome = outcome
+        self.failures.append(Failure(stage, code, message, self.attempts, self.entity.arn))
+        return self
+
+
+class _SessionLost(Exception):
+    """The job can no longer be read in this session: generate it again."""
+
+
+class _MalformedAnswer(Exception):
+    """IAM answered something that cannot be right (no JobStatus, a Marker repeated)."""
+
+
+@dataclass
+class _Job:
+    outcome: EntityOutcome
+    job_id: str = ""
+    generation: int = 0
+    started: float = 0.0
+    next_check: float = 0.0
+    delay: float = 0.0
+    failed_runs: int = 0
+    lost: int = 0
+    order: int = 0
+
+    def __lt__(self, other: _Job) -> bool:
+        return (self.next_check, self.order) < (other.next_check, other.order)
+
+
+class AccountAdvisor:
+    """Runs the access-advisor jobs of one account's entities."""
+
+    def __init__(self, calls: AccountCalls, settings: AdvisorSettings, window: int,
+                 progress: Progress | None = None, stop: threading.Event | None = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.calls, self.settings, self.window = calls, settings, max(window, 1)
+        self.progress = progress or Progress()
+        self.stop = stop or threading.Event()
+        self.clock, self.sleep = clock, sleep
+        self._order = itertools.count()
+        self._durations: deque[float] = deque(maxlen=20)
+
+    def run(self, entities: Iterable[Entity]) -> list[EntityOutcome]:
+        """One outcome per entity, in the order given."""
+        waiting = deque(EntityOutcome(entity) for entity in entities)
+        outcomes = list(waiting)
+        active: list[_Job] = []
+        while (waiting or active) and not self.stop.is_set():
+            while waiting and len(active) < self.window:
+                self._start(_Job(waiting.popleft()), active)
+            if active:
+                self._check(heapq.heappop(active), active)
+        for job in active:
+            self._finish(job, running=True)
+        return outcomes
+
+    # -- generating ---------------------------------------------------------------------
+    def _start(self, job: _Job, active: list[_Job]) -> None:
+        """Generate the entity's job and schedule its first read (or record why not)."""
+        outcome = job.outcome
+        outcome.attempts += 1
+        generation = self.calls.generation
+        try:
+            answer = self.calls("generate_service_last_accessed_details", Arn=outcome.entity.arn,
+                                Granularity=self.settings.granularity)
+        except (ClientError, BotoCoreError) as error:
+            if error_code(error) == "NoSuchEntity":
+                outcome.outcome = DELETED
+                log.info("%s was deleted during the crawl", outcome.entity.arn,
+                         extra={"account_id": self.calls.account_id})
+            else:
+                outcome.fail(FAILED, "generate_job", error_code(error), error_message(error))
+            self._done(outcome)
+            return
+        job.job_id, job.generation, job.started = answer["JobId"], generation, self.clock()
+        job.delay = self._first_delay()
+        job.next_check, job.order = job.started + job.delay, next(self._order)
+        outcome.job_id = job.job_id
+        self.progress.add("jobs_in_flight")
+        heapq.heappush(active, job)
+
+    def _first_delay(self) -> float:
+        """Jobs of one account take similar times: first look when the recent ones finished."""
+        if not self._durations:
+            return self.settings.poll_interval_seconds
+        typical = sorted(self._durations)[len(self._durations) // 2]
+        return min(max(typical, self.settings.poll_interval_seconds / 4), self.settings.max_poll_interval_seconds)
+
+    def _retry(self, job: _Job, active: list[_Job]) -> None:
+        self.progress.add("jobs_in_flight", -1)
+        self._start(job, active)
+
+    # -- reading ------------------------------------------------------------------------
+    def _check(self, job: _Job, active: list[_Job]) -> None:
+        """Wait for the job's next check, then read it: done, failed, or rescheduled."""
+        wait = job.next_check - self.clock()
+        if wait > 0:
+            self.sleep(wait)
+        if job.generation != self.calls.generation:
+            self._retry(job, active)  # credentials were renewed: this JobId is unreadable now
+            return
+        try:
+            first = self._read_page(job, None)
+            status = first.get("JobStatus")
+            if status == "COMPLETED":
+                self._collect(job, first)
+            elif status == "FAILED":
+                self._failed_run(job, first, active)
+            elif status == "IN_PROGRESS":
+                self._still_running(job, active)
+            else:
+                raise _MalformedAnswer(f"job {job.job_id} has no valid JobStatus ({status!r})")
+        except _SessionLost:
+            job.lost += 1
+            if job.lost > MAX_LOST_JOBS:
+                self._finish(job, code="NoSuchEntity", message="the job vanished before it could be read")
+            else:
+                self._retry(job, active)
+        except (ClientError, BotoCoreError) as error:
+            self._finish(job, code=error_code(error), message=error_message(error))
+        except _MalformedAnswer as error:
+            self._finish(job, code="MalformedAnswer", message=str(error))
+
+    def _read_page(self, job: _Job, marker: str | None) -> dict[str, Any]:
+        arguments: dict[str, Any] = {"JobId": job.job_id, "MaxItems": self.settings.page_size}
+        if marker:
+            arguments["Marker"] = marker
+        return self._read("get_service_last_accessed_details", job, **arguments)
+
+    def _read(self, operation: str, job: _Job, **arguments: Any) -> dict[str, Any]:
+        """Read a job; NoSuchEntity on a JobId means it was made by another session."""
+        try:
+            answer = self.calls(operation, **arguments)
+        except ClientError as error:
+            if error_code(error) == "NoSuchEntity":
+                raise _SessionLost() from error
+            raise
+        if job.generation != self.calls.generation:
+            raise _SessionLost()
+        return answer
+
+    def _still_running(self, job: _Job, active: list[_Job]) -> None:
+        now = self.clock()
+        if now - job.started >= self.settings.job_timeout_seconds:
+            self._finish(job, outcome=TIMED_OUT, code="JobTimedOut",
+                         message=f"job {job.job_id} still IN_PROGRESS after {self.settings.job_timeout_seconds:g} s")
+            return
+        job.delay = min(max(job.delay * 1.5, self.settings.poll_interval_seconds / 4),
+                        self.settings.max_poll_interval_seconds)
+        job.next_check = min(now + job.delay, job.started + self.settings.job_timeout_seconds)
+        heapq.heappush(active, job)
+
+    def _failed_run(self, job: _Job, answer: dict[str, Any], active: list[_Job]) -> None:
+        job.failed_runs += 1
+        error = answer.get("Error") or {}
+        if job.failed_runs > self.settings.job_retries:
+            self._finish(job, code=str(error.get("Code") or "JobFailed"),
+                         message=str(error.get("Message") or f"job {job.job_id} FAILED"))
+            return
+        log.info("job of %s FAILED (%s), generating it again", job.outcome.entity.arn, error.get("Code"),
+                 extra={"account_id": self.calls.account_id})
+        self._retry(job, active)
+
+    def _collect(self, job: _Job, first: dict[str, Any]) -> None:
+        """Every page of a completed job, then the drill-downs, all within this session."""
+        outcome = job.outcome
+        services = list(first.get("ServicesLastAccessed", []))
+        answer, seen = first, set()
+        while answer.get("IsTruncated"):
+            marker = answer["Marker"]
+            if marker in seen:
+                raise _MalformedAnswer(f"IAM repeated a Marker of job {job.job_id}")
+            seen.add(marker)
+            answer = self._read_page(job, marker)
+            services.extend(answer.get("ServicesLastAccessed", []))
+        self._durations.append(self.clock() - job.started)
+        outcome.services = services
+        outcome.job_created_at = first.get("JobCreationDate")
+        outcome.collected_at = first.get("JobCompletionDate")
+        if self.settings.entity_details and outcome.entity.type in DRILLDOWN_TYPES:
+            try:
+                outcome.accessors = self._accessors(job, services)
+            except (ClientError, BotoCoreError) as error:
+                outcome.failures.append(Failure("entity_details", error_code(error), error_message(error),
+                                                outcome.attempts, outcome.entity.arn))
+        if self.settings.policies_granting_access and outcome.entity.type in POLICY_LOOKUP_TYPES:
+            self._policies(outcome, services)
+        outcome.outcome = COMPLETED
+        self._done(outcome, job)
+
+    # -- drill-downs ----------------------------------------------------------------------
+    def _accessors(self, job: _Job, services: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        """Which users and roles used each used service (one paginated call per service)."""
+        accessors: dict[str, list[dict[str, Any]]] = {}
+        for service in services:
+            if service.get("LastAuthenticated") is None:
+                continue
+            namespace, items, marker = service["ServiceNamespace"], [], None
+            while True:
+                arguments: dict[str, Any] = {"JobId": job.job_id, "ServiceNamespace": namespace,
+                                             "MaxItems": self.settings.page_size}
+                if marker:
+                    arguments["Marker"] = marker
+                answer = self._read("get_service_last_accessed_details_with_entities", job, **arguments)
+                items.extend(answer.get("EntityDetailsList", []))
+                if not answer.get("IsTruncated"):
+                    break
+                marker = answer["Marker"]
+            accessors[namespace] = items
+        return accessors
+
+    def _policies(self, outcome: EntityOutcome, services: list[dict[str, Any]]) -> None:
+        """The policies granting each service; a failure here is recorded, the access data stays."""
+        namespaces = [service["ServiceNamespace"] for service in services]
+        try:
+            for start in range(0, len(namespaces), NAMESPACES_PER_CALL):
+                batch, marker = namespaces[start:start + NAMESPACES_PER_CALL], None
+                while True:
+                    arguments: dict[str, Any] = {"Arn": outcome.entity.arn, "ServiceNamespaces": batch}
+                    if marker:
+                        arguments["Marker"] = marker
+                    answer = self.calls("list_policies_granting_service_access", **arguments)
+                    outcome.policies.extend(answer.get("PoliciesGrantingServiceAccess", []))
+                    if not answer.get("IsTruncated"):
+                        break
+                    marker = answer["Marker"]
+        except (ClientError, BotoCoreError) as error:
+            outcome.policies = []
+            outcome.failures.append(Failure("policies", error_code(error), error_message(error),
+                                            outcome.attempts, outcome.entity.arn))
+
+    # -- endings ----------------------------------------------------------------------------
+    def _finish(self, job: _Job, outcome: str = FAILED, code: str = "", message: str = "",
+                running: bool = False) -> None:
+        """End a job that did not complete (or was abandoned when the crawl stopped)."""
+        if running:
+            job.outcome.outcome = SKIPPED
+        else:
+            job.outcome.fail(outcome, "read_job", code, message)
+        self._done(job.outcome, job)
+
+    def _done(self, outcome: EntityOutcome, job: _Job | None = None) -> None:
+        if job is not None:
+            self.progress.add("jobs_in_flight", -1)
+        self.progress.add("entities_done")
+        if outcome.outcome in (FAILED, TIMED_OUT):
+            self.progress.add("entities_failed")
+            log.warning("%s: %s (%s)", outcome.entity.arn, outcome.outcome,
+                        outcome.failures[-1].code if outcome.failures else "-",
+                        extra={"account_id": self.calls.account_id})

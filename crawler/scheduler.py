@@ -1,0 +1,184 @@
+"""The crawl, as the pipeline it runs.
+
+discover accounts -> for each account in parallel: enter it -> inventory -> access-advisor
+jobs -> rows -> stage -> (when all are staged) publish the snapshot and its manifest.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from crawler import __version__
+from crawler.advisor import FAILED, TIMED_OUT, AccountAdvisor, Failure
+from crawler.calls import AccountCalls
+from crawler.config import config_digest
+from crawler.dataset import Dataset
+from crawler.inventory import entities_of, get_authorization_details, select_entities
+from crawler.organizations import Account, Discovery, discover_accounts, select_accounts, static_accounts
+from crawler.progress import Progress
+from crawler.ratelimit import RateLimiter
+from crawler.rows import AccountResult, RunContext, account_tables
+from crawler.sessions import EnterAccountError, SessionFactory, error_code, error_message
+from crawler.settings import Config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AccountSummary:
+    """What staging one account produced (the rows themselves are on disk, not in memory)."""
+
+    account_id: str
+    outcome: str
+    rows: dict[str, int]
+    entities: Counter[str]
+    error_code: str | None = None
+
+
+@dataclass
+class RunSummary:
+    """The result of a crawl, for the command line and for callers of the library."""
+
+    run_id: str
+    snapshot_date: date
+    root: str
+    organization_id: str | None
+    manifest: dict[str, Any]
+    accounts: list[AccountSummary] = field(default_factory=list)
+
+    @property
+    def rows(self) -> dict[str, int]:
+        """Rows per table in the published snapshot."""
+        return {name: table["rows"] for name, table in self.manifest.get("tables", {}).items()}
+
+    @property
+    def complete(self) -> bool:
+        """True when nothing was missing: every account entered, every entity's job completed."""
+        return self.manifest.get("errors", 0) == 0
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A sortable, unique run id: ``20261130T101500Z-3f9a1c``."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def run_crawl(config: Config, progress: Progress | None = None, stop: threading.Event | None = None,
+              run_id: str | None = None) -> RunSummary:
+    """Crawl every selected account and publish one snapshot of every table."""
+    started = datetime.now(timezone.utc)
+    run_id = run_id or new_run_id(started)
+    snapshot_date = config.output.snapshot_date or started.date()
+    progress, stop = progress or Progress(), stop or threading.Event()
+    dataset = Dataset(config.output.path, snapshot_date, run_id, config.output)
+    dataset.check_writable()
+    factory = SessionFactory(config.aws, config.assume_role, config.concurrency)
+    discovery = discover(config, factory)
+    accounts = select_accounts(discovery, config.organization)
+    log.info("run %s: %d of %d accounts selected; snapshot %s", run_id, len(accounts), len(discovery.accounts),
+             snapshot_date)
+    progress.add("accounts_total", len(accounts))
+    summaries = crawl_accounts(config, factory, dataset, discovery, accounts, run_id, progress, stop)
+    manifest = dataset.publish(_manifest(config, run_id, started, discovery, summaries))
+    log.info("run %s published: %s", run_id, ", ".join(f"{name} {table['rows']}"
+                                                        for name, table in manifest["tables"].items()))
+    return RunSummary(run_id, snapshot_date, config.output.path, discovery.organization_id, manifest, summaries)
+
+
+def discover(config: Config, factory: SessionFactory) -> Discovery:
+    """The accounts of the organization (or of the static list)."""
+    if config.organization.source == "static":
+        return static_accounts(config.organization)
+    return discover_accounts(factory.organizations_client())
+
+
+def crawl_accounts(config: Config, factory: SessionFactory, dataset: Dataset, discovery: Discovery,
+                   accounts: list[Account], run_id: str, progress: Progress,
+                   stop: threading.Event) -> list[AccountSummary]:
+    """Accounts in parallel (``concurrency.accounts``); each one staged as soon as it is done."""
+    summaries = []
+    with ThreadPoolExecutor(config.concurrency.accounts, thread_name_prefix="account") as pool:
+        futures = [pool.submit(crawl_account, config, factory, dataset, RunContext(run_id, discovery.organization_id,
+                                                                                   account), progress, stop)
+                   for account in accounts]
+        for future in as_completed(futures):
+            summaries.append(future.result())
+    return sorted(summaries, key=lambda summary: summary.account_id)
+
+
+def crawl_account(config: Config, factory: SessionFactory, dataset: Dataset, context: RunContext,
+                  progress: Progress, stop: threading.Event) -> AccountSummary:
+    """Enter one account, run its jobs, stage its rows; every failure becomes a recorded row."""
+    account = context.account
+    started = datetime.now(timezone.utc)
+    try:
+        result = _crawl(config, factory, account, started, progress, stop)
+    except Exception as error:  # a bug must cost one account, recorded, not the whole crawl
+        log.exception("unexpected error", extra={"account_id": account.id})
+        result = AccountResult(account, factory.role_arn(account.id), started, datetime.now(timezone.utc),
+                               failure=Failure("internal", type(error).__name__, str(error)))
+    tables = account_tables(context, result, config.advisor.granularity == "ACTION_LEVEL")
+    dataset.stage(account.id, tables)
+    progress.add("accounts_done")
+    outcomes = Counter(outcome.outcome for outcome in result.outcomes)
+    summary_outcome = tables["accounts"][0]["outcome"]
+    log.info("account done: %s, %d entities (%s)", summary_outcome, len(result.outcomes),
+             ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items())) or "none",
+             extra={"account_id": account.id})
+    return AccountSummary(account.id, summary_outcome, {name: len(rows) for name, rows in tables.items()}, outcomes,
+                          result.failure.code if result.failure else None)
+
+
+def _crawl(config: Config, factory: SessionFactory, account: Account, started: datetime, progress: Progress,
+           stop: threading.Event) -> AccountResult:
+    role_arn = factory.role_arn(account.id)
+    if stop.is_set():
+        return AccountResult(account, role_arn, started, started, skipped=True)
+    try:
+        session = factory.enter_account(account.id)
+    except EnterAccountError as error:
+        log.warning("cannot enter account: %s: %s", error.code, error.message, extra={"account_id": account.id})
+        return AccountResult(account, role_arn, started, datetime.now(timezone.utc),
+                             failure=Failure("assume_role", error.code, error.message))
+    calls = AccountCalls(session, "iam", RateLimiter(config.concurrency.requests_per_second_per_account), progress)
+    try:
+        details = get_authorization_details(calls, config.entities, config.advisor.page_size)
+    except (ClientError, BotoCoreError) as error:
+        log.warning("inventory failed: %s", error_code(error), extra={"account_id": account.id})
+        return AccountResult(account, role_arn, started, datetime.now(timezone.utc),
+                             failure=Failure("inventory", error_code(error), error_message(error)))
+    entities = select_entities(entities_of(details), config.entities)
+    progress.add("entities_total", len(entities))
+    advisor = AccountAdvisor(calls, config.advisor, config.concurrency.jobs_in_flight_per_account, progress, stop)
+    outcomes = advisor.run(entities)
+    return AccountResult(account, role_arn, started, datetime.now(timezone.utc), outcomes)
+
+
+def _manifest(config: Config, run_id: str, started: datetime, discovery: Discovery,
+              summaries: list[AccountSummary]) -> dict[str, Any]:
+    outcomes = Counter(summary.outcome for summary in summaries)
+    entities: Counter[str] = Counter()
+    for summary in summaries:
+        entities.update(summary.entities)
+    errors = sum(summary.rows.get("errors", 0) for summary in summaries)
+    return {
+        "tool": "access-crawler", "version": __version__, "status": "published",
+        "config_digest": config_digest(config), "config_source": config.source,
+        "started_at": started.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
+        "organization_id": discovery.organization_id, "partition": config.aws.partition,
+        "granularity": config.advisor.granularity,
+        "accounts": {"selected": len(summaries), "ok": outcomes.get("ok", 0), "failed": outcomes.get("failed", 0),
+                     "skipped": outcomes.get("skipped", 0),
+                     "failed_ids": [summary.account_id for summary in summaries if summary.outcome != "ok"]},
+        "entities": dict(sorted(entities.items())),
+        "entities_missing": entities.get(FAILED, 0) + entities.get(TIMED_OUT, 0) + entities.get("skipped", 0),
+        "errors": errors,
+    }
