@@ -143,13 +143,16 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _crawl(config: Any, crawl: Callable[[Any], Any], show_findings: Callable[[Any], list[str]] | None = None) -> int:
     """Logging, the progress display, the crawl, the summary; the exit code."""
-    from crawler.log import close_logging, configure_logging
+    from crawler.log import close_logging, configure_logging, console_handlers
     from crawler.progress import Progress, ProgressDisplay
 
     log_path = configure_logging(config.logging, config.output.path)
     progress = Progress()
+    display = ProgressDisplay(progress)
+    for handler in console_handlers():
+        handler.addFilter(display.clear_line)
     try:
-        with ProgressDisplay(progress):
+        with display:
             summary = crawl(progress)
     finally:
         close_logging()

@@ -18,7 +18,7 @@ from crawler.progress import Progress
 from crawler.scheduler import RunSummary, run_crawl
 from crawler.settings import AdvisorSettings, AwsSettings, ConcurrencySettings, Config, OutputSettings
 
-DEMO_PROFILE = "access-crawler-demo"
+DEMO_PROFILE = "sim"
 #: Variables that would send the demo's calls elsewhere than the simulator.
 _OVERRIDES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_IAM",
               "AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL_ORGANIZATIONS")

@@ -86,6 +86,12 @@ def configure_logging(settings: LoggingSettings, output_path: str, console: Text
     return path
 
 
+def console_handlers() -> list[logging.Handler]:
+    """The console handlers installed by :func:`configure_logging`."""
+    return [handler for handler in logging.getLogger(LOGGER).handlers
+            if type(handler) is logging.StreamHandler]
+
+
 def close_logging() -> None:
     """Flush and remove the handlers (the file handler holds a lock file open)."""
     logger = logging.getLogger(LOGGER)

@@ -63,6 +63,12 @@ class ProgressDisplay:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
 
+    def clear_line(self, record: object) -> bool:
+        """A logging filter for a console handler on the same terminal: clear the status line first."""
+        if self.live:
+            self.stream.write("\r\033[K")
+        return True
+
     def __enter__(self) -> ProgressDisplay:
         self._thread.start()
         return self

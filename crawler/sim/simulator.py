@@ -177,6 +177,13 @@ class SimulatedOrganization:
         return self.credentials
 
 
+class QuietRequestHandler(MotoRequestHandler):
+    """moto's request handler without werkzeug's access log (one line per request on stderr)."""
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        """Log nothing: a crawl makes thousands of requests."""
+
+
 class LoopbackServer:
     """moto's WSGI application on a threaded werkzeug server, bound before it is started so
     that a port in use fails at once (moto's ThreadedMotoServer would hang)."""
@@ -184,7 +191,7 @@ class LoopbackServer:
     def __init__(self, host: str, port: int) -> None:
         _check_free(host, port)
         app = DomainDispatcherApplication(create_backend_app)
-        self.server: BaseWSGIServer = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+        self.server: BaseWSGIServer = make_server(host, port, app, threaded=True, request_handler=QuietRequestHandler)
         self.thread = threading.Thread(target=self.server.serve_forever, name="sim-server", daemon=True)
 
     @property

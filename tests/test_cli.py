@@ -1,0 +1,130 @@
+"""The command line: validate, accounts, run and demo, their messages and exit codes."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from crawler.cli import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, build_parser, main
+from crawler.sim import OrgSpec
+from tests.helpers import read_rows
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = OrgSpec(accounts=3, entities=10, seed=7)
+FAST = """
+aws: {profile: sim, region: us-east-1}
+advisor: {poll_interval_seconds: 0.05}
+concurrency: {accounts: 4, max_attempts: 3}
+logging: {level: WARNING}
+"""
+
+
+def write_config(directory: Path, text: str) -> Path:
+    """A config file in ``directory``."""
+    path = directory / "crawler.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def commands() -> dict[str, object]:
+    """Every command of the parser, by name."""
+    parser = build_parser()
+    action = next(action for action in parser._actions if action.dest == "==SUPPRESS==" and action.choices)
+    return dict(action.choices)
+
+
+@pytest.mark.parametrize("name", ["validate", "accounts", "run", "demo", "sim"])
+def test_every_command_is_documented_with_an_example(name: str) -> None:
+    command = commands()[name]
+    text = command.format_help()  # type: ignore[attr-defined]
+    assert "example" in text or name == "sim", text
+    assert command.description or name == "sim"  # type: ignore[attr-defined]
+
+
+def test_validate_prints_the_resolved_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, "concurrency:\n  accounts: 3\n")
+    assert main(["validate", "-c", str(path)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "valid" in out and "accounts: 3" in out and "granularity: SERVICE_LEVEL" in out
+
+
+@pytest.mark.parametrize("text, line, key", [
+    ("concurrency:\n  acounts: 3\n", 2, "concurrency.acounts"),
+    ("organization:\n  include:\n    account_ids: [0x1F]\n", 3, "organization.include.account_ids[0]"),
+    ("advisor:\n  granularity: EVERYTHING\n", 2, "advisor.granularity"),
+])
+def test_config_errors_exit_2_with_file_key_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     text: str, line: int, key: str) -> None:
+    path = write_config(tmp_path, text)
+    assert main(["validate", "-c", str(path)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{path}:{line}: {key}" in err and "Traceback" not in err
+
+
+def test_missing_config_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "-c", str(tmp_path / "nope.yaml")]) == EXIT_USAGE
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+def test_accounts_lists_the_selected_accounts(crawl_org, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              fmt: str) -> None:
+    sim = crawl_org(SPEC)
+    path = write_config(tmp_path, FAST)
+    assert main(["accounts", "-c", str(path), "--format", fmt]) == EXIT_OK
+    out = capsys.readouterr().out
+    active = sorted(i for i, m in sim.model.accounts.items() if m.account.state == "ACTIVE")
+    if fmt == "json":
+        assert [item["id"] for item in json.loads(out)] == active
+    elif fmt == "csv":
+        assert [row["id"] for row in csv.DictReader(io.StringIO(out))] == active
+    else:
+        assert all(account_id in out for account_id in active)
+    assert not [operation for (_, operation) in sim.state.calls if operation == "AssumeRole"]
+
+
+def test_run_exit_codes_follow_the_outcome(crawl_org, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sim = crawl_org(replace(SPEC, accounts_without_crawler_role=1))
+    complete = write_config(tmp_path, FAST + "organization:\n  exclude:\n    account_ids: ["
+                            + ", ".join(f'"{i}"' for i, m in sim.model.accounts.items() if not m.has_crawler_role)
+                            + "]\n")
+    assert main(["run", "-c", str(complete), "--output", str(tmp_path / "complete")]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "complete" in out and "rows:" in out and str(tmp_path / "complete") in out
+    partial = write_config(tmp_path, FAST)
+    assert main(["run", "-c", str(partial), "--output", str(tmp_path / "partial")]) == EXIT_FAILURES
+    out = capsys.readouterr().out
+    assert "completed with recorded failures" in out and "accounts not complete" in out
+    assert {row["outcome"] for row in read_rows(tmp_path / "partial", "accounts")} == {"ok", "failed"}
+
+
+def test_run_writes_a_log_file_with_account_ids_and_no_secrets(crawl_org, tmp_path: Path) -> None:
+    sim = crawl_org(SPEC)
+    path = write_config(tmp_path, FAST)
+    assert main(["run", "-c", str(path), "--output", str(tmp_path / "out")]) == EXIT_OK
+    log = (tmp_path / "out" / "_logs" / "access-crawler.log").read_text(encoding="utf-8")
+    member = sim.member_account_ids[0]
+    assert f"[{member}]" in log
+    assert sim.credentials is not None and sim.credentials.secret_access_key not in log
+    assert "SessionToken" not in log and "SecretAccessKey" not in log
+
+
+@pytest.mark.cli
+def test_demo_crawls_the_simulated_organization_end_to_end(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    answer = subprocess.run([sys.executable, "-m", "crawler", "demo", "--out", str(tmp_path / "out"),
+                             "--accounts", "3", "--seed", "2"], capture_output=True, text=True, timeout=300,
+                            env=env, cwd=tmp_path)
+    assert answer.returncode == EXIT_OK, answer.stderr
+    assert "accounts: 3 ok" in answer.stdout and "what the data shows" in answer.stdout
+    for table in ("service_last_accessed", "action_last_accessed", "entities", "accounts",
+                  "entity_service_access", "policies_granting_access"):
+        assert read_rows(tmp_path / "out", table), table
