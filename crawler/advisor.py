@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from crawler.calls import AccountCalls
 from crawler.inventory import Entity
 from crawler.progress import Progress
-from crawler.sessions import error_code, error_message
+from crawler.sessions import AWS_ERRORS, error_code, error_message
 from crawler.settings import AdvisorSettings
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class AccountAdvisor:
         try:
             answer = self.calls("generate_service_last_accessed_details", Arn=outcome.entity.arn,
                                 Granularity=self.settings.granularity)
-        except (ClientError, BotoCoreError) as error:
+        except AWS_ERRORS as error:
             if error_code(error) == "NoSuchEntity":
                 outcome.outcome = DELETED
                 log.info("%s was deleted during the crawl", outcome.entity.arn,
@@ -188,7 +188,7 @@ class AccountAdvisor:
                 self._finish(job, code="NoSuchEntity", message="the job vanished before it could be read")
             else:
                 self._retry(job, active)
-        except (ClientError, BotoCoreError) as error:
+        except AWS_ERRORS as error:
             self._finish(job, code=error_code(error), message=error_message(error))
         except _MalformedAnswer as error:
             self._finish(job, code="MalformedAnswer", message=str(error))
@@ -252,7 +252,7 @@ class AccountAdvisor:
         if self.settings.entity_details and outcome.entity.type in DRILLDOWN_TYPES:
             try:
                 outcome.accessors = self._accessors(job, services)
-            except (ClientError, BotoCoreError) as error:
+            except AWS_ERRORS as error:
                 outcome.failures.append(Failure("entity_details", error_code(error), error_message(error),
                                                 outcome.attempts, outcome.entity.arn))
         if self.settings.policies_granting_access and outcome.entity.type in POLICY_LOOKUP_TYPES:
@@ -296,7 +296,7 @@ class AccountAdvisor:
                     if not answer.get("IsTruncated"):
                         break
                     marker = answer["Marker"]
-        except (ClientError, BotoCoreError) as error:
+        except AWS_ERRORS as error:
             outcome.policies = []
             outcome.failures.append(Failure("policies", error_code(error), error_message(error),
                                             outcome.attempts, outcome.entity.arn))

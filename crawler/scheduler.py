@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from crawler import __version__
 from crawler.advisor import FAILED, TIMED_OUT, AccountAdvisor, Failure
 from crawler.calls import AccountCalls
@@ -26,7 +24,7 @@ from crawler.organizations import Account, Discovery, discover_accounts, select_
 from crawler.progress import Progress
 from crawler.ratelimit import RateLimiter
 from crawler.rows import AccountResult, RunContext, account_tables
-from crawler.sessions import EnterAccountError, SessionFactory, error_code, error_message
+from crawler.sessions import AWS_ERRORS, EnterAccountError, SessionFactory, error_code, error_message
 from crawler.settings import Config
 
 log = logging.getLogger(__name__)
@@ -151,7 +149,7 @@ def _crawl(config: Config, factory: SessionFactory, account: Account, started: d
     calls = AccountCalls(session, "iam", RateLimiter(config.concurrency.requests_per_second_per_account), progress)
     try:
         details = get_authorization_details(calls, config.entities, config.advisor.page_size)
-    except (ClientError, BotoCoreError) as error:
+    except AWS_ERRORS as error:
         log.warning("inventory failed: %s", error_code(error), extra={"account_id": account.id})
         return AccountResult(account, role_arn, started, datetime.now(timezone.utc),
                              failure=Failure("inventory", error_code(error), error_message(error)))

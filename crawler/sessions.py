@@ -21,6 +21,7 @@ import botocore.session
 from botocore.config import Config as BotocoreConfig
 from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from crawler import __version__
 from crawler.errors import CrawlerError
@@ -28,6 +29,10 @@ from crawler.settings import CHAINED_SESSION_LIMIT, AssumeRoleSettings, AwsSetti
 
 log = logging.getLogger(__name__)
 
+#: Everything a call can raise because of what AWS (or the network) did: the crawler records
+#: these; anything else is a bug. botocore's ResponseParserError (a malformed answer) is not
+#: a BotoCoreError.
+AWS_ERRORS = (ClientError, BotoCoreError, ResponseParserError)
 #: The region where each partition's global services (Organizations, IAM) are reached.
 HOME_REGIONS = {"aws": "us-east-1", "aws-cn": "cn-northwest-1", "aws-us-gov": "us-gov-west-1"}
 
@@ -200,7 +205,7 @@ class AccountSession:
             answer = client.assume_role(**arguments)
         except ClientError as error:
             raise EnterAccountError(self.account_id, self.role_arn, error_code(error), error_message(error)) from error
-        except BotoCoreError as error:
+        except (BotoCoreError, ResponseParserError) as error:
             raise EnterAccountError(self.account_id, self.role_arn, type(error).__name__, str(error)) from error
         credentials = answer["Credentials"]
         return {"access_key": credentials["AccessKeyId"], "secret_key": credentials["SecretAccessKey"],

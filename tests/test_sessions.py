@@ -1,0 +1,130 @@
+"""Credentials and endpoints: the standard AWS configuration, assumed roles that renew themselves."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from crawler.scheduler import run_crawl
+from crawler.sessions import HOME_REGIONS, CredentialsError, EnterAccountError, SessionFactory
+from crawler.settings import AssumeRoleSettings, AwsSettings, ConcurrencySettings
+from crawler.sim import FaultPlan, OrgSpec, SimulatedOrganization
+from tests.helpers import crawl_config, read_rows
+
+SPEC = OrgSpec(accounts=2, entities=8, seed=3)
+#: Nothing listens here: a call sent to it fails at once.
+DEAD_ENDPOINT = "http://127.0.0.1:9"
+
+
+@pytest.fixture
+def served() -> Iterator[SimulatedOrganization]:
+    """A simulated organization on a loopback HTTP endpoint."""
+    sim = SimulatedOrganization(SPEC)
+    with sim.serve(port=0):
+        yield sim
+
+
+def use_operator_credentials(sim: SimulatedOrganization, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The simulator's operator keys in the environment, as a user would export them."""
+    for name, value in sim.environment().items():
+        if name != "AWS_ENDPOINT_URL":
+            monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+
+
+def no_profile(output: Path):  # noqa: ANN201 - a Config
+    """Crawl settings with the default credential chain instead of the ``sim`` profile."""
+    config = crawl_config(output)
+    return replace(config, aws=AwsSettings(region="us-east-1"))
+
+
+def test_aws_endpoint_url_reaches_every_service(served: SimulatedOrganization, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    use_operator_credentials(served, monkeypatch)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", str(served.endpoint_url))
+    summary = run_crawl(no_profile(tmp_path))
+    assert summary.complete and summary.manifest["accounts"]["ok"] == 2
+
+
+def test_service_specific_endpoints_win_over_the_general_one(served: SimulatedOrganization, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    use_operator_credentials(served, monkeypatch)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", DEAD_ENDPOINT)
+    for service in ("IAM", "STS", "ORGANIZATIONS"):
+        monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service}", str(served.endpoint_url))
+    summary = run_crawl(no_profile(tmp_path))
+    assert summary.complete and summary.manifest["accounts"]["ok"] == 2
+
+
+def test_a_profile_with_endpoint_url_is_honoured(served: SimulatedOrganization, tmp_path: Path,
+                                                 fake_aws_environment: Path) -> None:
+    served.write_aws_config(fake_aws_environment, profile="sim")
+    summary = run_crawl(crawl_config(tmp_path))
+    assert summary.complete
+
+
+def test_an_unknown_profile_is_a_clear_error() -> None:
+    with pytest.raises(CredentialsError, match="no-such-profile"):
+        SessionFactory(AwsSettings(profile="no-such-profile"), AssumeRoleSettings(), ConcurrencySettings())
+
+
+@pytest.mark.parametrize("partition, account_id, expected", [
+    ("aws", "001234567000", "arn:aws:iam::001234567000:role/AccessCrawlerRole"),
+    ("aws-cn", "123456789012", "arn:aws-cn:iam::123456789012:role/AccessCrawlerRole"),
+    ("aws-us-gov", "123456789012", "arn:aws-us-gov:iam::123456789012:role/AccessCrawlerRole"),
+])
+def test_role_arns_carry_the_partition(partition: str, account_id: str, expected: str) -> None:
+    factory = SessionFactory(AwsSettings(partition=partition, region=HOME_REGIONS[partition]),
+                             AssumeRoleSettings(), ConcurrencySettings())
+    assert factory.role_arn(account_id) == expected
+
+
+def test_role_arn_template_with_a_path() -> None:
+    template = "arn:{partition}:iam::{account_id}:role/audit/{role_name}"
+    settings = AssumeRoleSettings(role_name="Crawler", role_arn=template)
+    factory = SessionFactory(AwsSettings(region="us-east-1"), settings, ConcurrencySettings())
+    assert factory.role_arn("001234567000") == "arn:aws:iam::001234567000:role/audit/Crawler"
+
+
+def test_missing_role_gives_the_aws_error_code(crawl_org, tmp_path: Path) -> None:
+    sim = crawl_org(replace(SPEC, accounts_without_crawler_role=1))
+    missing = next(i for i, m in sim.model.accounts.items() if not m.has_crawler_role)
+    config = crawl_config(tmp_path)
+    factory = SessionFactory(config.aws, config.assume_role, config.concurrency)
+    with pytest.raises(EnterAccountError) as raised:
+        factory.enter_account(missing)
+    assert raised.value.code == "AccessDenied" and raised.value.account_id == missing
+
+
+def test_credentials_renew_before_they_expire_and_count_generations(crawl_org, tmp_path: Path) -> None:
+    sim = crawl_org(SPEC, FaultPlan.uniform(session_seconds=2))
+    config = crawl_config(tmp_path)
+    factory = SessionFactory(config.aws, config.assume_role, config.concurrency)
+    session = factory.enter_account(sim.member_account_ids[0])
+    iam = session.client("iam")
+    iam.list_roles(MaxItems=1)
+    first_expiry = session.expires_at
+    assert session.generation == 0 and first_expiry is not None
+    time.sleep(1.6)  # inside the last quarter of the 2-second lifetime
+    iam.list_roles(MaxItems=1)
+    assert session.generation == 1 and session.expires_at is not None and session.expires_at > first_expiry
+
+
+def test_hub_sessions_are_capped_at_one_hour(crawl_org, tmp_path: Path) -> None:
+    sim = crawl_org(SPEC)
+    hub = sim.role_arn(sim.management_account_id, sim.model.hub_role_name)
+    config = crawl_config(tmp_path, assume_role=AssumeRoleSettings(hub_role_arn=hub, duration_seconds=3600))
+    factory = SessionFactory(config.aws, config.assume_role, config.concurrency)
+    session = factory.enter_account(sim.member_account_ids[0])
+    assert session.source is not None and session.duration_seconds <= 3600
+    assert session.client("iam").get_account_summary()["SummaryMap"] is not None
+
+
+def test_accounts_table_names_the_role_it_assumed(crawl_org, tmp_path: Path) -> None:
+    sim = crawl_org(SPEC)
+    run_crawl(crawl_config(tmp_path))
+    roles = {row["account_id"]: row["role_arn"] for row in read_rows(tmp_path, "accounts")}
+    assert roles == {account_id: sim.role_arn(account_id) for account_id in roles}
