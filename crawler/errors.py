@@ -11,3 +11,9 @@ class UsageError(CrawlerError):
     """Bad command-line options or configuration: exit code 2."""
 
     exit_code = 2
+
+
+class Interrupted(CrawlerError):
+    """The crawl was stopped (Ctrl-C): finished accounts stay staged, nothing was published."""
+
+    exit_code = 130

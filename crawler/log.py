@@ -68,7 +68,7 @@ def configure_logging(settings: LoggingSettings, output_path: str, console: Text
     logger.propagate = False
     console_handler = logging.StreamHandler(console or sys.stderr)
     console_handler.setLevel(settings.level)
-    console_handler.setFormatter(JsonLines() if settings.json else logging.Formatter(CONSOLE_FORMAT))
+    console_handler.setFormatter(logging.Formatter(CONSOLE_FORMAT))
     console_handler.addFilter(AccountField())
     logger.addHandler(console_handler)
     path = log_file_path(settings, output_path)

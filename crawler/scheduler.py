@@ -15,10 +15,11 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from crawler import __version__
-from crawler.advisor import FAILED, TIMED_OUT, AccountAdvisor, Failure
+from crawler.advisor import FAILED, SKIPPED, TIMED_OUT, AccountAdvisor, Failure
 from crawler.calls import AccountCalls
 from crawler.config import config_digest
 from crawler.dataset import Dataset
+from crawler.errors import Interrupted
 from crawler.inventory import entities_of, get_authorization_details, select_entities
 from crawler.organizations import Account, Discovery, discover_accounts, select_accounts, static_accounts
 from crawler.progress import Progress
@@ -28,6 +29,9 @@ from crawler.sessions import AWS_ERRORS, EnterAccountError, SessionFactory, erro
 from crawler.settings import Config
 
 log = logging.getLogger(__name__)
+
+#: Outcome of an account the crawl stopped in: not staged, crawled again by the next run.
+INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,12 @@ def run_crawl(config: Config, progress: Progress | None = None, stop: threading.
              snapshot_date)
     progress.add("accounts_total", len(accounts))
     summaries = crawl_accounts(config, factory, dataset, discovery, accounts, run_id, progress, stop)
+    if stop.is_set():
+        dataset.write_run_manifest({**_manifest(config, run_id, started, discovery, summaries),
+                                    "status": "interrupted"})
+        staged = sum(1 for summary in summaries if summary.outcome != INTERRUPTED)
+        raise Interrupted(f"run {run_id} stopped: {staged} of {len(accounts)} accounts finished and staged, "
+                          "nothing published")
     manifest = dataset.publish(_manifest(config, run_id, started, discovery, summaries))
     log.info("run %s published: %s", run_id, ", ".join(f"{name} {table['rows']}"
                                                         for name, table in manifest["tables"].items()))
@@ -107,8 +117,15 @@ def crawl_accounts(config: Config, factory: SessionFactory, dataset: Dataset, di
         futures = [pool.submit(crawl_account, config, factory, dataset, RunContext(run_id, discovery.organization_id,
                                                                                    account), progress, stop)
                    for account in accounts]
-        for future in as_completed(futures):
-            summaries.append(future.result())
+        try:
+            for future in as_completed(futures):
+                summaries.append(future.result())
+        except KeyboardInterrupt:
+            log.warning("interrupted: finishing the accounts in progress, starting no new one")
+            stop.set()
+            for future in futures:
+                future.cancel()
+            summaries = [future.result() for future in futures if not future.cancelled()]
     return sorted(summaries, key=lambda summary: summary.account_id)
 
 
@@ -123,6 +140,9 @@ def crawl_account(config: Config, factory: SessionFactory, dataset: Dataset, con
         log.exception("unexpected error", extra={"account_id": account.id})
         result = AccountResult(account, factory.role_arn(account.id), started, datetime.now(timezone.utc),
                                failure=Failure("internal", type(error).__name__, str(error)))
+    if stop.is_set() and (result.skipped or any(item.outcome == SKIPPED for item in result.outcomes)):
+        log.info("account interrupted: not staged", extra={"account_id": account.id})
+        return AccountSummary(account.id, INTERRUPTED, {}, Counter())
     tables = account_tables(context, result, config.advisor.granularity == "ACTION_LEVEL")
     dataset.stage(account.id, tables)
     progress.add("accounts_done")
@@ -174,7 +194,7 @@ def _manifest(config: Config, run_id: str, started: datetime, discovery: Discove
         "organization_id": discovery.organization_id, "partition": config.aws.partition,
         "granularity": config.advisor.granularity,
         "accounts": {"selected": len(summaries), "ok": outcomes.get("ok", 0), "failed": outcomes.get("failed", 0),
-                     "skipped": outcomes.get("skipped", 0),
+                     "skipped": outcomes.get("skipped", 0), "interrupted": outcomes.get(INTERRUPTED, 0),
                      "failed_ids": [summary.account_id for summary in summaries if summary.outcome != "ok"]},
         "entities": dict(sorted(entities.items())),
         "entities_missing": entities.get(FAILED, 0) + entities.get(TIMED_OUT, 0) + entities.get("skipped", 0),

@@ -208,3 +208,58 @@ def test_no_entity_is_lost_to_transient_faults(crawl_org, tmp_path: Path, faults
     assert summary.complete, read_rows(tmp_path, "errors")
     if "session_seconds" in faults:
         assert max(row["job_attempts"] for row in read_rows(tmp_path, "entities")) > 1, "jobs regenerated"
+
+
+def test_a_stopped_crawl_publishes_nothing_and_keeps_finished_accounts_staged(crawl_org, tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from crawler.dataset import Dataset, read_manifest
+    from crawler.errors import Interrupted
+    from crawler.progress import Progress
+    from crawler.settings import ConcurrencySettings
+
+    sim = crawl_org(SPEC, FaultPlan.uniform(job_seconds=0.2))
+    progress, stop = Progress(), threading.Event()
+
+    def stop_after_first_account() -> None:
+        while not progress.snapshot().get("accounts_done"):
+            time.sleep(0.01)
+        stop.set()
+
+    threading.Thread(target=stop_after_first_account, daemon=True).start()
+    config = crawl_config(tmp_path, concurrency=ConcurrencySettings(accounts=1))
+    with pytest.raises(Interrupted) as raised:
+        run_crawl(config, progress=progress, stop=stop, run_id="stopped-run")
+    assert raised.value.exit_code == 130
+    manifest = read_manifest(str(tmp_path), "stopped-run")
+    assert manifest["status"] == "interrupted"
+    assert not (tmp_path / "service_last_accessed").exists()
+    staged = Dataset(str(tmp_path), manifest_date(manifest), "stopped-run", config.output).staged_units()
+    assert 1 <= len(staged) < len(crawlable(sim))
+
+
+def manifest_date(manifest: dict):  # noqa: ANN201 - a date
+    """The snapshot date of a manifest."""
+    from datetime import date
+
+    return date.fromisoformat(manifest["snapshot_date"])
+
+
+def test_filters_choose_the_accounts_crawled(crawl_org, tmp_path: Path) -> None:
+    from crawler.settings import AccountFilter, TagFilter
+
+    sim = crawl_org(OrgSpec(accounts=8, entities=8, seed=11))
+    accounts = {i: m.account for i, m in sim.model.accounts.items() if m.account.state == "ACTIVE"}
+    in_workloads = {i for i, a in accounts.items() if sim.model.ou_path_names(a.parent_id)[:2] == ["Root", "Workloads"]}
+    assert in_workloads and in_workloads != set(accounts), "the seed must give both kinds"
+    excluded = sorted(in_workloads)[0]
+    team = accounts[sorted(in_workloads)[-1]].tags["team"]
+    settings = OrganizationSettings(include=AccountFilter(ous=("Root/Workloads",)),
+                                    exclude=AccountFilter(account_ids=(excluded,)))
+    run_crawl(crawl_config(tmp_path / "ou", organization=settings))
+    assert {row["account_id"] for row in read_rows(tmp_path / "ou", "accounts")} == in_workloads - {excluded}
+    by_tag = OrganizationSettings(include=AccountFilter(tags=(TagFilter("team", (team,)),)))
+    run_crawl(crawl_config(tmp_path / "tag", organization=by_tag))
+    assert {row["account_id"] for row in read_rows(tmp_path / "tag", "accounts")} == \
+        {i for i, a in accounts.items() if a.tags.get("team") == team}
