@@ -84,7 +84,10 @@ def select_entities(entities: Iterable[Entity], settings: EntitySettings) -> lis
     exclude = [re.compile(pattern) for pattern in settings.exclude_names]
     selected = []
     for entity in entities:
-        if entity.type not in settings.types and not entity.is_aws_managed:
+        if entity.is_aws_managed:
+            if not settings.aws_managed_policies:
+                continue
+        elif entity.type not in settings.types:
             continue
         if not entity.path.startswith(settings.path_prefix):
             continue

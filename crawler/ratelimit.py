@@ -40,7 +40,9 @@ class RateLimiter:
         while True:
             with self._lock:
                 self._refill()
-                if self._tokens >= 1.0:
+                # Within rounding of a whole token counts as one (a float sum of rates falls
+                # short by ~1e-16, and a sleep that short would spin on a coarse clock).
+                if self._tokens >= 1.0 - 1e-9:
                     self._tokens -= 1.0
                     return waited
                 delay = (1.0 - self._tokens) / self.rate
@@ -54,7 +56,9 @@ class RateLimiter:
             now = self._clock()
             if now - self._last_cut >= CUT_INTERVAL:
                 self._last_cut = now
-                self.rate = max(MINIMUM_RATE, self.rate * CUT_FACTOR)
+                self._refill()
+                # A configured rate below the floor stays where it is: a cut never speeds up.
+                self.rate = max(min(MINIMUM_RATE, self.rate), self.rate * CUT_FACTOR)
                 self._tokens = min(self._tokens, 0.0)
 
     def succeeded(self) -> None:
