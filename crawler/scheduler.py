@@ -21,7 +21,14 @@ from crawler.config import config_digest
 from crawler.dataset import Dataset
 from crawler.errors import Interrupted
 from crawler.inventory import entities_of, get_authorization_details, select_entities
-from crawler.organizations import Account, Discovery, discover_accounts, select_accounts, static_accounts
+from crawler.organizations import (
+    Account,
+    Discovery,
+    DiscoveryError,
+    discover_accounts,
+    select_accounts,
+    static_accounts,
+)
 from crawler.progress import Progress
 from crawler.ratelimit import RateLimiter
 from crawler.rows import AccountResult, RunContext, account_tables
@@ -83,7 +90,14 @@ def run_crawl(config: Config, progress: Progress | None = None, stop: threading.
     dataset = Dataset(config.output.path, snapshot_date, run_id, config.output)
     dataset.check_writable()
     factory = SessionFactory(config.aws, config.assume_role, config.concurrency)
-    discovery = discover(config, factory)
+    identity = factory.caller_identity()
+    log.info("run %s as %s", run_id, identity.get("Arn"))
+    try:
+        discovery = discover(config, factory)
+    except DiscoveryError as error:
+        dataset.write_run_manifest({"tool": "access-crawler", "version": __version__, "status": "failed",
+                                    "started_at": started.isoformat(), "error": str(error)})
+        raise
     accounts = select_accounts(discovery, config.organization)
     log.info("run %s: %d of %d accounts selected; snapshot %s", run_id, len(accounts), len(discovery.accounts),
              snapshot_date)

@@ -97,11 +97,15 @@ class SessionFactory:
         return self.base_client("organizations", HOME_REGIONS[self.partition])
 
     def caller_identity(self) -> dict[str, Any]:
-        """GetCallerIdentity of the base credentials; CredentialsError when there are none."""
+        """GetCallerIdentity of the base credentials: who the crawl runs as (CredentialsError if nobody)."""
+        if self.base.get_credentials() is None:
+            raise CredentialsError("no AWS credentials found: set aws.profile, or use the standard AWS credential "
+                                   "chain (environment, ~/.aws files, SSO, instance or container role)")
         try:
             return dict(self.base_client("sts").get_caller_identity())
-        except (BotoCoreError, ClientError) as error:
-            raise CredentialsError(f"the crawler's AWS credentials do not work: {error_message(error)}") from error
+        except AWS_ERRORS as error:
+            raise CredentialsError(f"the crawler's AWS credentials do not work: {error_code(error)}: "
+                                   f"{error_message(error)}") from error
 
     def role_arn(self, account_id: str) -> str:
         """The role the crawler assumes in ``account_id``."""

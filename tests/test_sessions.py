@@ -128,3 +128,23 @@ def test_accounts_table_names_the_role_it_assumed(crawl_org, tmp_path: Path) -> 
     run_crawl(crawl_config(tmp_path))
     roles = {row["account_id"]: row["role_arn"] for row in read_rows(tmp_path, "accounts")}
     assert roles == {account_id: sim.role_arn(account_id) for account_id in roles}
+
+
+def test_no_credentials_at_all_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(CredentialsError, match="no AWS credentials found"):
+        run_crawl(no_profile(tmp_path))
+
+
+def test_discovery_refused_is_recorded_as_a_failed_run(crawl_org, tmp_path: Path, fake_aws_environment: Path) -> None:
+    from crawler.dataset import read_manifest
+    from crawler.organizations import DiscoveryError
+
+    crawl_org(SPEC)
+    with (fake_aws_environment / "credentials").open("a", encoding="utf-8") as handle:
+        handle.write("[stranger]\naws_access_key_id = AKIASTRANGERSTRANGER\naws_secret_access_key = x\n")
+    config = replace(crawl_config(tmp_path), aws=AwsSettings(profile="stranger", region="us-east-1"))
+    with pytest.raises(DiscoveryError):
+        run_crawl(config, run_id="refused")
+    assert read_manifest(str(tmp_path), "refused")["status"] == "failed"
