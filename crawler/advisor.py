@@ -104,11 +104,12 @@ class AccountAdvisor:
 
     def __init__(self, calls: AccountCalls, settings: AdvisorSettings, window: int,
                  progress: Progress | None = None, stop: threading.Event | None = None,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], Any] | None = None) -> None:
         self.calls, self.settings, self.window = calls, settings, max(window, 1)
         self.progress = progress or Progress()
         self.stop = stop or threading.Event()
-        self.clock, self.sleep = clock, sleep
+        # Waiting for a job ends early when the crawl is stopped.
+        self.clock, self.sleep = clock, sleep or self.stop.wait
         self._order = itertools.count()
         self._durations: deque[float] = deque(maxlen=20)
 
@@ -168,6 +169,9 @@ class AccountAdvisor:
         wait = job.next_check - self.clock()
         if wait > 0:
             self.sleep(wait)
+        if self.stop.is_set():
+            heapq.heappush(active, job)  # abandoned: recorded as skipped when the loop ends
+            return
         if job.generation != self.calls.generation:
             self._retry(job, active)  # credentials were renewed: this JobId is unreadable now
             return

@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_accounts(commands)
     _add_run(commands)
     _add_demo(commands)
+    _add_verify(commands)
     _add_sim(commands)
     return parser
 
@@ -79,6 +85,9 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
                    "access-crawler run -c config/crawler.yaml --output ./access-data")
     _add_config_option(run)
     run.add_argument("--output", metavar="PATH", help="write here instead of output.path")
+    run.add_argument("--resume", action="store_true",
+                     help="finish the newest unfinished run under the output path, whatever its snapshot date (a "
+                          "plain run resumes an unfinished run of the same snapshot date by itself)")
     run.set_defaults(handler=_run_run)
 
 
@@ -92,6 +101,25 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--entities", type=_entities, default=12, help="IAM entities per account (default 12)")
     demo.add_argument("--seed", type=int, default=1, help="seed of the generated organization (default 1)")
     demo.set_defaults(handler=_run_demo)
+
+
+def _add_verify(commands: argparse._SubParsersAction) -> None:
+    verify = _command(commands, "verify", "check a published snapshot against its manifest",
+                      "Check every file of a snapshot (size, sha256, Parquet rows and schema) against the run "
+                      "manifest and report missing, extra or damaged files. Exit code 0: OK; 1: problems; "
+                      "2: bad usage.", "access-crawler verify ./access-data --snapshot 2026-11-30")
+    verify.add_argument("root", metavar="ROOT", help="the dataset root (a directory or a filesystem URI)")
+    verify.add_argument("--snapshot", type=_date, metavar="DATE",
+                        help="snapshot date, YYYY-MM-DD (default: the most recently published)")
+    verify.set_defaults(handler=_run_verify)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from crawler.verify import format_report, verify_snapshot
+
+    report = verify_snapshot(args.root, args.snapshot)
+    print(format_report(report))
+    return EXIT_OK if report.ok else EXIT_FAILURES
 
 
 def _run_validate(args: argparse.Namespace) -> int:
@@ -123,37 +151,38 @@ def _run_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.output:
         config = config.with_output(args.output)
-    return _crawl(config, lambda progress: _run_crawl(config, progress))
+    return _crawl(config, lambda progress, stop: _run_crawl(config, progress, stop, args.resume))
 
 
-def _run_crawl(config: Any, progress: Any) -> Any:
+def _run_crawl(config: Any, progress: Any, stop: threading.Event, resume: bool) -> Any:
     from crawler.scheduler import run_crawl
 
-    return run_crawl(config, progress=progress)
+    return run_crawl(config, progress=progress, stop=stop, resume=resume)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from crawler.demo import demo_config, findings, run_demo
 
     config = demo_config(args.out)
-    code = _crawl(config, lambda progress: run_demo(args.out, args.accounts, args.seed, args.entities, progress),
-                  show_findings=findings)
+    code = _crawl(config, lambda progress, stop: run_demo(args.out, args.accounts, args.seed, args.entities,
+                                                          progress, stop), show_findings=findings)
     return code
 
 
-def _crawl(config: Any, crawl: Callable[[Any], Any], show_findings: Callable[[Any], list[str]] | None = None) -> int:
-    """Logging, the progress display, the crawl, the summary; the exit code."""
+def _crawl(config: Any, crawl: Callable[[Any, threading.Event], Any],
+           show_findings: Callable[[Any], list[str]] | None = None) -> int:
+    """Logging, the progress display, stop on signals, the crawl, the summary; the exit code."""
     from crawler.log import close_logging, configure_logging, console_handlers
     from crawler.progress import Progress, ProgressDisplay
 
     log_path = configure_logging(config.logging, config.output.path)
-    progress = Progress()
+    progress, stop = Progress(), threading.Event()
     display = ProgressDisplay(progress)
     for handler in console_handlers():
         handler.addFilter(display.clear_line)
     try:
-        with display:
-            summary = crawl(progress)
+        with display, _stop_on_signals(stop):
+            summary = crawl(progress, stop)
     finally:
         close_logging()
     print(format_summary(summary, log_path))
@@ -163,12 +192,35 @@ def _crawl(config: Any, crawl: Callable[[Any], Any], show_findings: Callable[[An
     return EXIT_OK if summary.complete else EXIT_FAILURES
 
 
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM: stop starting work and finish cleanly; a second signal exits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            os._exit(EXIT_INTERRUPTED)  # the user insists: no clean-up, staged work stays on disk
+        stop.set()
+        print(f"\naccess-crawler: {signal.Signals(signum).name}: stopping; finished accounts stay staged "
+              "(press Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
+
+    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def format_summary(summary: Any, log_path: Path | None) -> str:
     """The final summary of a run: accounts, rows per table, where the data and the log are."""
     manifest = summary.manifest
     accounts = manifest["accounts"]
     lines = [f"run {summary.run_id}: snapshot {summary.snapshot_date} "
-             f"({'complete' if summary.complete else 'completed with recorded failures'})",
+             f"({'complete' if summary.complete else 'completed with recorded failures'})"
+             + (" - resumed an unfinished run" if summary.resumed else ""),
              f"accounts: {accounts['ok']} ok, {accounts['failed']} failed, {accounts['skipped']} skipped "
              f"of {accounts['selected']}",
              "entities: " + (", ".join(f"{count} {name}" for name, count in manifest["entities"].items()) or "none"),
@@ -284,3 +336,10 @@ def _external_id(text: str) -> str:
     if not 2 <= len(text) <= 1224:
         raise argparse.ArgumentTypeError("an ExternalId has 2 to 1224 characters")
     return text
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None

@@ -43,6 +43,8 @@ DONE_MARKER = "DONE"
 BUILD_DIR = "_publish"
 REPLACED_DIR = "_replaced"
 PUBLISHED = "published"
+#: Statuses of a run that has not published: still going (or killed), or stopped by a signal.
+RUNNING, INTERRUPTED = "running", "interrupted"
 #: Errors of the filesystem and of reading or writing Parquet.
 STORAGE_ERRORS = (OSError, pa.ArrowException, StagedFileError)
 
@@ -102,7 +104,8 @@ class Dataset:
         except STORAGE_ERRORS as error:
             raise DatasetError(f"output path {self.root} is not writable: {error}") from error
 
-    def stage(self, unit: str, tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+    def stage(self, unit: str, tables: Mapping[str, Sequence[Mapping[str, Any]]],
+              summary: Mapping[str, Any] | None = None) -> None:
         """Write a unit's rows, table by table, then its DONE marker; staging a unit again replaces it.
 
         Raises ValueError for a bad unit, table, column or naive datetime (before touching disk),
@@ -115,7 +118,8 @@ class Dataset:
             self._fs.create_dir(unit_dir, recursive=True)
             for table, rows in arrow_tables.items():
                 self._stage_table(unit_dir, table, rows)
-            done = {"unit": unit, "rows": {table: rows.num_rows for table, rows in arrow_tables.items()}}
+            done = {"unit": unit, "rows": {table: rows.num_rows for table, rows in arrow_tables.items()},
+                    "summary": dict(summary or {})}
             self._write_json(f"{unit_dir}/{DONE_MARKER}", done)
         except STORAGE_ERRORS as error:
             raise DatasetError(f"cannot stage {unit} under {unit_dir}: {error}") from error
@@ -130,6 +134,21 @@ class Dataset:
         except STORAGE_ERRORS as error:
             raise DatasetError(f"cannot list staging directory {self._run_dir}: {error}") from error
         return {unit for unit, marker in zip(units, markers, strict=True) if marker.type == pafs.FileType.File}
+
+    def staged_summaries(self) -> dict[str, dict[str, Any]]:
+        """The ``summary`` each completely staged unit was staged with (what a resumed run reuses)."""
+        summaries = {}
+        for unit in sorted(self.staged_units()):
+            done = _read_json(self._fs, f"{self._unit_dir(unit)}/{DONE_MARKER}")
+            summaries[unit] = dict(done.get("summary") or {})
+        return summaries
+
+    def discard(self, unit: str) -> None:
+        """Forget a staged unit (an account a resumed run crawls again)."""
+        try:
+            self._delete_dir(self._unit_dir(validate_unit(unit)))
+        except STORAGE_ERRORS as error:
+            raise DatasetError(f"cannot remove staged unit {unit}: {error}") from error
 
     def publish(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Consolidate every table from the staged units, replace the snapshot's partitions, write the manifest.
@@ -260,20 +279,48 @@ def read_manifest(root: str, run_id: str) -> dict[str, Any]:
 def latest_manifest(root: str, snapshot_date: date | None = None) -> dict[str, Any] | None:
     """The most recently published manifest under ``root`` (of ``snapshot_date`` if given), or None."""
     filesystem, base = open_filesystem(root)
+    wanted_date = snapshot_date.isoformat() if snapshot_date is not None else None
+    published = [document for document in _all_manifests(filesystem, base, root)
+                 if document.get("status") == PUBLISHED and wanted_date in (None, document.get("snapshot_date"))]
+    return max(published, key=lambda doc: (str(doc.get("published_at", "")), str(doc.get("run_id", ""))),
+               default=None)
+
+
+def unfinished_runs(root: str, snapshot_date: date | None = None) -> list[dict[str, Any]]:
+    """Runs that started but never published (crashed, killed, interrupted), newest first.
+
+    Only runs whose staging directory still exists and that started after the last publish of
+    their snapshot date count: a later complete run supersedes them.
+    """
+    filesystem, base = open_filesystem(root)
+    manifests = _all_manifests(filesystem, base, root)
+    published: dict[str, str] = {}
+    for document in manifests:
+        if document.get("status") == PUBLISHED:
+            day = str(document.get("snapshot_date"))
+            published[day] = max(published.get(day, ""), str(document.get("started_at", "")))
+    unfinished = []
+    for document in manifests:
+        day = str(document.get("snapshot_date"))
+        if document.get("status") in (RUNNING, INTERRUPTED) and \
+                (snapshot_date is None or day == snapshot_date.isoformat()) and \
+                str(document.get("started_at", "")) > published.get(day, "") and \
+                _exists(filesystem, f"{base}/{STAGING_DIR}/{day}/{document.get('run_id')}"):
+            unfinished.append(document)
+    return sorted(unfinished, key=lambda doc: str(doc.get("started_at", "")), reverse=True)
+
+
+def _all_manifests(filesystem: pafs.FileSystem, base: str, root: str) -> list[dict[str, Any]]:
     try:
         listing = filesystem.get_file_info(pafs.FileSelector(f"{base}/{RUNS_DIR}", allow_not_found=True))
     except STORAGE_ERRORS as error:
         raise DatasetError(f"cannot list the manifests under {root}: {error}") from error
-    wanted_date = snapshot_date.isoformat() if snapshot_date is not None else None
-    published = []
-    for info in listing:
-        if info.type != pafs.FileType.File or not info.base_name.endswith(".json"):
-            continue
-        document = _read_json(filesystem, info.path)
-        if document.get("status") == PUBLISHED and wanted_date in (None, document.get("snapshot_date")):
-            published.append(document)
-    return max(published, key=lambda doc: (str(doc.get("published_at", "")), str(doc.get("run_id", ""))),
-               default=None)
+    return [_read_json(filesystem, info.path) for info in listing
+            if info.type == pafs.FileType.File and info.base_name.endswith(".json")]
+
+
+def _exists(filesystem: pafs.FileSystem, path: str) -> bool:
+    return bool(filesystem.get_file_info(path).type != pafs.FileType.NotFound)
 
 
 def _read_json(filesystem: pafs.FileSystem, path: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@ jobs -> rows -> stage -> (when all are staged) publish the snapshot and its mani
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -18,7 +17,7 @@ from crawler import __version__
 from crawler.advisor import FAILED, SKIPPED, TIMED_OUT, AccountAdvisor, Failure
 from crawler.calls import AccountCalls
 from crawler.config import config_digest
-from crawler.dataset import Dataset
+from crawler.dataset import INTERRUPTED, RUNNING, Dataset
 from crawler.errors import Interrupted
 from crawler.inventory import entities_of, get_authorization_details, select_entities
 from crawler.organizations import (
@@ -32,24 +31,11 @@ from crawler.organizations import (
 from crawler.progress import Progress
 from crawler.ratelimit import RateLimiter
 from crawler.rows import AccountResult, RunContext, account_tables
+from crawler.runs import AccountSummary, plan_run
 from crawler.sessions import AWS_ERRORS, EnterAccountError, SessionFactory, error_code, error_message
 from crawler.settings import Config
 
 log = logging.getLogger(__name__)
-
-#: Outcome of an account the crawl stopped in: not staged, crawled again by the next run.
-INTERRUPTED = "interrupted"
-
-
-@dataclass(frozen=True)
-class AccountSummary:
-    """What staging one account produced (the rows themselves are on disk, not in memory)."""
-
-    account_id: str
-    outcome: str
-    rows: dict[str, int]
-    entities: Counter[str]
-    error_code: str | None = None
 
 
 @dataclass
@@ -62,6 +48,8 @@ class RunSummary:
     organization_id: str | None
     manifest: dict[str, Any]
     accounts: list[AccountSummary] = field(default_factory=list)
+    #: True when this run finished an earlier, unfinished attempt (same run id).
+    resumed: bool = False
 
     @property
     def rows(self) -> dict[str, int]:
@@ -74,45 +62,62 @@ class RunSummary:
         return self.manifest.get("errors", 0) == 0
 
 
-def new_run_id(now: datetime | None = None) -> str:
-    """A sortable, unique run id: ``20261130T101500Z-3f9a1c``."""
-    now = now or datetime.now(timezone.utc)
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
 def run_crawl(config: Config, progress: Progress | None = None, stop: threading.Event | None = None,
-              run_id: str | None = None) -> RunSummary:
-    """Crawl every selected account and publish one snapshot of every table."""
-    started = datetime.now(timezone.utc)
-    run_id = run_id or new_run_id(started)
-    snapshot_date = config.output.snapshot_date or started.date()
+              run_id: str | None = None, resume: bool = False) -> RunSummary:
+    """Crawl every selected account and publish one snapshot of every table (resuming an unfinished run)."""
     progress, stop = progress or Progress(), stop or threading.Event()
-    dataset = Dataset(config.output.path, snapshot_date, run_id, config.output)
+    plan = plan_run(config, resume, run_id)
+    dataset = Dataset(config.output.path, plan.snapshot_date, plan.run_id, config.output)
     dataset.check_writable()
     factory = SessionFactory(config.aws, config.assume_role, config.concurrency)
     identity = factory.caller_identity()
-    log.info("run %s as %s", run_id, identity.get("Arn"))
+    header = {"tool": "access-crawler", "version": __version__, "config_digest": config_digest(config),
+              "config_source": config.source, "started_at": plan.started_at.isoformat(),
+              "caller_arn": identity.get("Arn"), "partition": config.aws.partition}
+    dataset.write_run_manifest({**header, "status": RUNNING})
+    log.info("run %s as %s", plan.run_id, identity.get("Arn"))
     try:
         discovery = discover(config, factory)
     except DiscoveryError as error:
-        dataset.write_run_manifest({"tool": "access-crawler", "version": __version__, "status": "failed",
-                                    "started_at": started.isoformat(), "error": str(error)})
+        dataset.write_run_manifest({**header, "status": "failed", "error": str(error)})
         raise
     accounts = select_accounts(discovery, config.organization)
-    log.info("run %s: %d of %d accounts selected; snapshot %s", run_id, len(accounts), len(discovery.accounts),
-             snapshot_date)
+    reused = reusable_accounts(dataset, accounts)
+    log.info("run %s: %d of %d accounts selected (%d already staged); snapshot %s", plan.run_id, len(accounts),
+             len(discovery.accounts), len(reused), plan.snapshot_date)
     progress.add("accounts_total", len(accounts))
-    summaries = crawl_accounts(config, factory, dataset, discovery, accounts, run_id, progress, stop)
+    progress.add("accounts_done", len(reused))
+    remaining = [account for account in accounts if account.id not in reused]
+    summaries = sorted([*reused.values(), *crawl_accounts(config, factory, dataset, discovery, remaining,
+                                                          plan.run_id, progress, stop)],
+                       key=lambda summary: summary.account_id)
+    document = {**header, **_manifest(config, discovery, summaries), "resumed": plan.resumed}
     if stop.is_set():
-        dataset.write_run_manifest({**_manifest(config, run_id, started, discovery, summaries),
-                                    "status": "interrupted"})
+        dataset.write_run_manifest({**document, "status": INTERRUPTED})
         staged = sum(1 for summary in summaries if summary.outcome != INTERRUPTED)
-        raise Interrupted(f"run {run_id} stopped: {staged} of {len(accounts)} accounts finished and staged, "
-                          "nothing published")
-    manifest = dataset.publish(_manifest(config, run_id, started, discovery, summaries))
-    log.info("run %s published: %s", run_id, ", ".join(f"{name} {table['rows']}"
-                                                        for name, table in manifest["tables"].items()))
-    return RunSummary(run_id, snapshot_date, config.output.path, discovery.organization_id, manifest, summaries)
+        raise Interrupted(f"run {plan.run_id} stopped: {staged} of {len(accounts)} accounts finished and staged, "
+                          "nothing published; run again (or with --resume) to finish it")
+    manifest = dataset.publish(document)
+    log.info("run %s published: %s", plan.run_id, ", ".join(f"{name} {table['rows']}"
+                                                             for name, table in manifest["tables"].items()))
+    return RunSummary(plan.run_id, plan.snapshot_date, config.output.path, discovery.organization_id, manifest,
+                      summaries, plan.resumed)
+
+
+def reusable_accounts(dataset: Dataset, accounts: list[Account]) -> dict[str, AccountSummary]:
+    """Accounts an earlier attempt of this run staged completely and successfully.
+
+    Failed accounts are crawled again; staged accounts that are no longer selected are dropped,
+    so the snapshot holds exactly the selected accounts.
+    """
+    selected = {account.id for account in accounts}
+    reused = {}
+    for unit, document in dataset.staged_summaries().items():
+        if unit not in selected:
+            dataset.discard(unit)
+        elif document.get("outcome") == "ok":
+            reused[unit] = AccountSummary.from_dict(document)
+    return reused
 
 
 def discover(config: Config, factory: SessionFactory) -> Discovery:
@@ -158,15 +163,16 @@ def crawl_account(config: Config, factory: SessionFactory, dataset: Dataset, con
         log.info("account interrupted: not staged", extra={"account_id": account.id})
         return AccountSummary(account.id, INTERRUPTED, {}, Counter())
     tables = account_tables(context, result, config.advisor.granularity == "ACTION_LEVEL")
-    dataset.stage(account.id, tables)
-    progress.add("accounts_done")
     outcomes = Counter(outcome.outcome for outcome in result.outcomes)
-    summary_outcome = tables["accounts"][0]["outcome"]
-    log.info("account done: %s, %d entities (%s)", summary_outcome, len(result.outcomes),
+    summary = AccountSummary(account.id, tables["accounts"][0]["outcome"],
+                             {name: len(rows) for name, rows in tables.items()}, outcomes,
+                             result.failure.code if result.failure else None)
+    dataset.stage(account.id, tables, summary.to_dict())
+    progress.add("accounts_done")
+    log.info("account done: %s, %d entities (%s)", summary.outcome, len(result.outcomes),
              ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items())) or "none",
              extra={"account_id": account.id})
-    return AccountSummary(account.id, summary_outcome, {name: len(rows) for name, rows in tables.items()}, outcomes,
-                          result.failure.code if result.failure else None)
+    return summary
 
 
 def _crawl(config: Config, factory: SessionFactory, account: Account, started: datetime, progress: Progress,
@@ -194,23 +200,18 @@ def _crawl(config: Config, factory: SessionFactory, account: Account, started: d
     return AccountResult(account, role_arn, started, datetime.now(timezone.utc), outcomes)
 
 
-def _manifest(config: Config, run_id: str, started: datetime, discovery: Discovery,
-              summaries: list[AccountSummary]) -> dict[str, Any]:
+def _manifest(config: Config, discovery: Discovery, summaries: list[AccountSummary]) -> dict[str, Any]:
     outcomes = Counter(summary.outcome for summary in summaries)
     entities: Counter[str] = Counter()
     for summary in summaries:
         entities.update(summary.entities)
-    errors = sum(summary.rows.get("errors", 0) for summary in summaries)
     return {
-        "tool": "access-crawler", "version": __version__, "status": "published",
-        "config_digest": config_digest(config), "config_source": config.source,
-        "started_at": started.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
-        "organization_id": discovery.organization_id, "partition": config.aws.partition,
+        "finished_at": datetime.now(timezone.utc).isoformat(), "organization_id": discovery.organization_id,
         "granularity": config.advisor.granularity,
         "accounts": {"selected": len(summaries), "ok": outcomes.get("ok", 0), "failed": outcomes.get("failed", 0),
                      "skipped": outcomes.get("skipped", 0), "interrupted": outcomes.get(INTERRUPTED, 0),
                      "failed_ids": [summary.account_id for summary in summaries if summary.outcome != "ok"]},
         "entities": dict(sorted(entities.items())),
         "entities_missing": entities.get(FAILED, 0) + entities.get(TIMED_OUT, 0) + entities.get("skipped", 0),
-        "errors": errors,
+        "errors": sum(summary.rows.get("errors", 0) for summary in summaries),
     }

@@ -1,0 +1,89 @@
+"""Runs of a snapshot: start a new one, or resume one that never published.
+
+A run writes ``runs/<run_id>.json`` with status ``running`` before it enters any account and
+stages each account as soon as it is done. If the process dies (crash, ``kill -9``, reboot)
+or is interrupted, the next run for the same snapshot date finds that run and resumes it:
+same run id, accounts already staged kept, the rest crawled. ``--resume`` also finds one of
+an earlier date (a crawl that crashed before midnight and is resumed after).
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any
+
+from crawler.config import config_digest
+from crawler.dataset import unfinished_runs
+from crawler.errors import UsageError
+from crawler.settings import Config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AccountSummary:
+    """What staging one account produced (the rows themselves are on disk, not in memory)."""
+
+    account_id: str
+    outcome: str
+    rows: dict[str, int] = field(default_factory=dict)
+    entities: Counter[str] = field(default_factory=Counter)
+    error_code: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as staged beside the account's rows."""
+        return {"account_id": self.account_id, "outcome": self.outcome, "rows": dict(self.rows),
+                "entities": dict(self.entities), "error_code": self.error_code}
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> AccountSummary:
+        """A summary staged by an earlier attempt of the run."""
+        return cls(str(document["account_id"]), str(document["outcome"]), dict(document.get("rows") or {}),
+                   Counter(document.get("entities") or {}), document.get("error_code"))
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Which run this is: its id, its snapshot date, when it started, whether it resumes an earlier attempt."""
+
+    run_id: str
+    snapshot_date: date
+    started_at: datetime
+    resumed: bool = False
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A sortable, unique run id: ``20261130T101500Z-3f9a1c``."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def plan_run(config: Config, resume: bool = False, run_id: str | None = None,
+             now: datetime | None = None) -> RunPlan:
+    """Resume the newest unfinished run of the snapshot (of any date with ``resume``), or plan a new one.
+
+    An unfinished run started with a different configuration is never mixed with this one:
+    ``resume`` refuses it (UsageError), a plain run starts afresh and says so.
+    """
+    now = now or datetime.now(timezone.utc)
+    snapshot_date = config.output.snapshot_date or now.date()
+    wanted = None if resume and config.output.snapshot_date is None else snapshot_date
+    digest = config_digest(config)
+    for previous in unfinished_runs(config.output.path, wanted)[:1]:
+        if previous.get("config_digest") != digest:
+            if resume:
+                raise UsageError(f"run {previous['run_id']} under {config.output.path} was started with a different "
+                                 "configuration: resume it with that configuration, or run without --resume")
+            log.warning("ignoring unfinished run %s: it was started with a different configuration",
+                        previous["run_id"])
+            break
+        log.warning("resuming unfinished run %s of snapshot %s (started %s)", previous["run_id"],
+                    previous["snapshot_date"], previous.get("started_at"))
+        return RunPlan(str(previous["run_id"]), date.fromisoformat(str(previous["snapshot_date"])),
+                       datetime.fromisoformat(str(previous["started_at"])), resumed=True)
+    if resume:
+        log.info("no unfinished run to resume under %s: starting a new run", config.output.path)
+    return RunPlan(run_id or new_run_id(now), snapshot_date, now)

@@ -1,0 +1,153 @@
+"""Interrupted crawls (SIGTERM, SIGKILL at random points) resume into the snapshot an uninterrupted run publishes.
+
+The simulator runs as its own process (``access-crawler sim serve``) and the crawler as another
+(``python -m crawler run``), reached through an AWS profile, so a kill is a real kill.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crawler import schema
+from crawler.dataset import read_manifest
+from tests.helpers import read_rows
+
+pytestmark = [pytest.mark.cli, pytest.mark.slow]
+
+CRAWLER = [sys.executable, "-m", "crawler"]
+LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
+#: Columns that say when or by which attempt something was collected, not what AWS said.
+CRAWLER_ROLE = "AccessCrawlerRole"
+VOLATILE = {"run_id", "collected_at", "job_id", "job_created_at", "started_at", "finished_at", "occurred_at"}
+CONFIG = """
+aws: {profile: sim, region: us-east-1}
+advisor: {poll_interval_seconds: 0.1, max_poll_interval_seconds: 0.5}
+concurrency: {accounts: 2, max_attempts: 4}
+"""
+
+
+@pytest.fixture
+def simulator(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """``sim serve`` in its own process; the environment that points the crawler at it."""
+    aws_dir = tmp_path / "aws"
+    command = [*CRAWLER, "sim", "serve", "--port", "0", "--accounts", "5", "--entities", "10", "--seed", "9",
+               "--job-seconds", "0.3", "--aws-config", str(aws_dir)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if LISTENING.search(line):
+                break
+        env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+        env.update(AWS_CONFIG_FILE=str(aws_dir / "config"), AWS_SHARED_CREDENTIALS_FILE=str(aws_dir / "credentials"),
+                   AWS_EC2_METADATA_DISABLED="true")
+        yield env
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def start_crawl(env: dict[str, str], config: Path, output: Path, *options: str) -> subprocess.Popen[str]:
+    """``access-crawler run`` in its own process."""
+    return subprocess.Popen([*CRAWLER, "run", "-c", str(config), "--output", str(output), *options], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_crawl(env: dict[str, str], config: Path, output: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """Run ``access-crawler run`` to the end."""
+    return subprocess.run([*CRAWLER, "run", "-c", str(config), "--output", str(output), *options], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def snapshot(root: Path) -> dict[str, list[tuple]]:
+    """Every table's rows without the columns that vary from run to run, sorted."""
+    tables = {}
+    for table in schema.TABLES:
+        rows = [stable(row) for row in read_rows(root, table)]
+        tables[table] = sorted((tuple(sorted((key, repr(value)) for key, value in row.items() if key not in VOLATILE))
+                                for row in rows), key=repr)
+    return tables
+
+
+def stable(row: dict) -> dict:
+    """The row without what the crawl itself changes: its own role's RoleLastUsed moves with every AssumeRole."""
+    if row.get("entity_name") == CRAWLER_ROLE and "role_last_used" in row:
+        return {**row, "role_last_used": None, "role_last_used_region": None}
+    return row
+
+
+def staged_accounts(output: Path) -> int:
+    """Accounts staged completely so far (DONE markers)."""
+    return len(list((output / "_staging").glob("*/*/*/DONE")))
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """The crawl's config file."""
+    path = tmp_path / "crawler.yaml"
+    path.write_text(CONFIG, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def reference(simulator: dict[str, str], config: Path, tmp_path: Path) -> dict[str, list[tuple]]:
+    """The snapshot of an uninterrupted crawl."""
+    done = finish_crawl(simulator, config, tmp_path / "reference")
+    assert done.returncode == 0, done.stderr
+    return snapshot(tmp_path / "reference")
+
+
+def test_sigterm_stops_cleanly_and_the_next_run_resumes(simulator: dict[str, str], config: Path, tmp_path: Path,
+                                                        reference: dict[str, list[tuple]]) -> None:
+    output = tmp_path / "out"
+    crawl = start_crawl(simulator, config, output)
+    deadline = time.monotonic() + 120
+    while staged_accounts(output) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    crawl.send_signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    _, stderr = crawl.communicate(timeout=60)
+    assert crawl.returncode == 130, stderr
+    assert time.monotonic() - stopped_at < 10
+    manifests = list((output / "runs").glob("*.json"))
+    assert len(manifests) == 1 and read_manifest(str(output), manifests[0].stem)["status"] == "interrupted"
+    assert not (output / "service_last_accessed").exists(), "nothing partial is published"
+    resumed = finish_crawl(simulator, config, output)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming unfinished run" in resumed.stderr and "resumed an unfinished run" in resumed.stdout
+    assert read_manifest(str(output), manifests[0].stem)["status"] == "published"
+    assert snapshot(output) == reference
+
+
+def test_killed_at_random_points_then_resumed_equals_uninterrupted(simulator: dict[str, str], config: Path,
+                                                                   tmp_path: Path,
+                                                                   reference: dict[str, list[tuple]]) -> None:
+    output, chance = tmp_path / "out", random.Random(20261130)
+    kills = 0
+    for _ in range(8):
+        crawl = start_crawl(simulator, config, output, "--resume")
+        time.sleep(chance.uniform(0.2, 3.0))
+        if crawl.poll() is not None:
+            break  # it finished before the kill
+        crawl.kill()
+        crawl.communicate(timeout=30)
+        kills += 1
+    done = finish_crawl(simulator, config, output, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert kills >= 3, "the crawl should have been killed several times"
+    assert snapshot(output) == reference
+    published = [path for path in (output / "runs").glob("*.json")
+                 if read_manifest(str(output), path.stem)["status"] == "published"]
+    assert len(published) >= 1
+    assert not list((output / "_staging").glob("*/*/*/DONE")), "staging is cleared once published"
+    verified = subprocess.run([*CRAWLER, "verify", str(output)], capture_output=True, text=True, timeout=60)
+    assert verified.returncode == 0 and verified.stdout.rstrip().endswith("OK"), verified.stdout
