@@ -8,6 +8,9 @@ once before giving up. Expected AWS answers (NoSuchEntity, AccessDenied...) come
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -20,6 +23,8 @@ log = logging.getLogger(__name__)
 
 THROTTLING_CODES = frozenset({"Throttling", "ThrottlingException", "TooManyRequestsException",
                               "RequestLimitExceeded", "SlowDown"})
+#: Waits between attempts once botocore's own retries gave up on Throttling.
+PATIENCE_FIRST_PAUSE, PATIENCE_LONGEST_PAUSE = 2.0, 30.0
 EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired"})
 
 
@@ -27,8 +32,10 @@ class AccountCalls:
     """Rate-limited, throttle-aware calls of one service in one account."""
 
     def __init__(self, session: AccountSession, service: str, limiter: RateLimiter,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, patience: float = 300.0, stop: threading.Event | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.session, self.service, self.limiter, self.progress = session, service, limiter, progress
+        self.patience, self.stop, self.clock = patience, stop or threading.Event(), clock
         self.account_id = session.account_id
         self.client = session.client(service)
         self.client.meta.events.register(f"needs-retry.{service}", self._notice_attempt)
@@ -39,20 +46,32 @@ class AccountCalls:
         return self.session.generation
 
     def __call__(self, operation: str, **arguments: Any) -> dict[str, Any]:
-        """Call ``operation`` (snake_case boto3 name) once the rate limit allows it."""
-        for renewal in (False, True):
+        """Call ``operation`` (snake_case boto3 name) once the rate limit allows it.
+
+        Expired credentials are renewed once; Throttling that outlasts botocore's retries is
+        waited out for up to ``throttle_patience_seconds``; anything else is raised.
+        """
+        renewed, give_up_at, pause = False, self.clock() + self.patience, PATIENCE_FIRST_PAUSE
+        while True:
             self.limiter.acquire()
             try:
                 answer = getattr(self.client, operation)(**arguments)
             except ClientError as error:
-                if error_code(error) in EXPIRED_CODES and not renewal:
+                code = error_code(error)
+                if code in EXPIRED_CODES and not renewed:
                     log.info("%s: credentials expired, renewing", operation, extra={"account_id": self.account_id})
                     self.session.renew()
+                    renewed = True
+                    continue
+                if code in THROTTLING_CODES and self.clock() + pause < give_up_at and not self.stop.is_set():
+                    log.info("%s: still throttled after botocore's retries, waiting %.0f s", operation, pause,
+                             extra={"account_id": self.account_id})
+                    self.stop.wait(pause)
+                    pause = min(pause * 2, PATIENCE_LONGEST_PAUSE)
                     continue
                 raise
             self.limiter.succeeded()
             return dict(answer)
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def _notice_attempt(self, response: Any = None, **_: Any) -> None:
         """botocore's needs-retry event: count throttled attempts; never changes the retry decision."""

@@ -263,6 +263,7 @@ _CONFIG = section(Config, {
         "retry_mode": choice(RETRY_MODES),
         "connect_timeout_seconds": positive_number(),
         "read_timeout_seconds": positive_number(),
+        "throttle_patience_seconds": positive_number(86400),
     }),
     "output": section(OutputSettings, {
         "path": _TEXT,

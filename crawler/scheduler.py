@@ -5,6 +5,7 @@ jobs -> rows -> stage -> (when all are staged) publish the snapshot and its mani
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import Counter
@@ -17,7 +18,7 @@ from crawler import __version__
 from crawler.advisor import FAILED, SKIPPED, TIMED_OUT, AccountAdvisor, Failure
 from crawler.calls import AccountCalls
 from crawler.config import config_digest
-from crawler.dataset import INTERRUPTED, RUNNING, Dataset
+from crawler.dataset import INTERRUPTED, RUNNING, Dataset, DatasetError
 from crawler.errors import Interrupted
 from crawler.inventory import entities_of, get_authorization_details, select_entities
 from crawler.organizations import (
@@ -88,9 +89,14 @@ def run_crawl(config: Config, progress: Progress | None = None, stop: threading.
     progress.add("accounts_total", len(accounts))
     progress.add("accounts_done", len(reused))
     remaining = [account for account in accounts if account.id not in reused]
-    summaries = sorted([*reused.values(), *crawl_accounts(config, factory, dataset, discovery, remaining,
-                                                          plan.run_id, progress, stop)],
-                       key=lambda summary: summary.account_id)
+    try:
+        crawled = crawl_accounts(config, factory, dataset, discovery, remaining, plan.run_id, progress, stop)
+    except DatasetError as error:
+        with contextlib.suppress(DatasetError):  # the disk may be too full for this too
+            dataset.write_run_manifest({**header, "status": INTERRUPTED, "error": str(error)})
+        raise DatasetError(f"{error}; finished accounts stay staged: free space (or fix the output) and run again "
+                           "to resume") from error
+    summaries = sorted([*reused.values(), *crawled], key=lambda summary: summary.account_id)
     document = {**header, **_manifest(config, discovery, summaries), "resumed": plan.resumed}
     if stop.is_set():
         dataset.write_run_manifest({**document, "status": INTERRUPTED})
@@ -136,15 +142,24 @@ def crawl_accounts(config: Config, factory: SessionFactory, dataset: Dataset, di
         futures = [pool.submit(crawl_account, config, factory, dataset, RunContext(run_id, discovery.organization_id,
                                                                                    account), progress, stop)
                    for account in accounts]
+        storage_errors: list[DatasetError] = []
         try:
             for future in as_completed(futures):
-                summaries.append(future.result())
+                try:
+                    summaries.append(future.result())
+                except DatasetError as error:  # disk full, output gone: stop, keep what is staged
+                    if not storage_errors:
+                        log.error("cannot stage results, stopping: %s", error)
+                    stop.set()
+                    storage_errors.append(error)
         except KeyboardInterrupt:
             log.warning("interrupted: finishing the accounts in progress, starting no new one")
             stop.set()
             for future in futures:
                 future.cancel()
             summaries = [future.result() for future in futures if not future.cancelled()]
+    if storage_errors:
+        raise storage_errors[0]
     return sorted(summaries, key=lambda summary: summary.account_id)
 
 
@@ -186,7 +201,8 @@ def _crawl(config: Config, factory: SessionFactory, account: Account, started: d
         log.warning("cannot enter account: %s: %s", error.code, error.message, extra={"account_id": account.id})
         return AccountResult(account, role_arn, started, datetime.now(timezone.utc),
                              failure=Failure("assume_role", error.code, error.message))
-    calls = AccountCalls(session, "iam", RateLimiter(config.concurrency.requests_per_second_per_account), progress)
+    calls = AccountCalls(session, "iam", RateLimiter(config.concurrency.requests_per_second_per_account), progress,
+                         config.concurrency.throttle_patience_seconds, stop)
     try:
         details = get_authorization_details(calls, config.entities, config.advisor.page_size)
     except AWS_ERRORS as error:

@@ -138,6 +138,9 @@ class ConcurrencySettings:
     retry_mode: str = "standard"
     connect_timeout_seconds: float = 10.0
     read_timeout_seconds: float = 60.0
+    #: How long one call keeps trying while AWS throttles (after botocore's own retries) before
+    #: the entity or account it serves is recorded as failed.
+    throttle_patience_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
