@@ -265,6 +265,8 @@ def _add_sim(commands: argparse._SubParsersAction) -> None:
     faults.add_argument("--deleted-entity-rate", type=_fraction, default=0.0,
                         help="fraction of entities deleted when their first job is requested")
     faults.add_argument("--error-rate", type=_fraction, default=0.0, help="fraction of calls answered 5xx")
+    faults.add_argument("--drop-rate", type=_fraction, default=0.0,
+                        help="fraction of calls whose connection is closed before the answer")
     faults.add_argument("--throttle-rate", type=_fraction, default=0.0,
                         help="fraction of calls throttled at random")
     faults.add_argument("--session-seconds", type=_session_seconds,
@@ -287,7 +289,7 @@ def _run_sim_serve(args: argparse.Namespace) -> int:
     faults = FaultPlan(default=AccountFaults(
         iam_rate=args.rate, iam_burst=args.burst, latency_ms=args.latency_ms, job_seconds=args.job_seconds,
         job_failure_rate=args.job_failure_rate, stuck_job_rate=args.stuck_job_rate,
-        deleted_entity_rate=args.deleted_entity_rate, error_rate=args.error_rate,
+        deleted_entity_rate=args.deleted_entity_rate, error_rate=args.error_rate, drop_rate=args.drop_rate,
         throttle_rate=args.throttle_rate, session_seconds=args.session_seconds))
     return serve_forever(spec, faults, args.port, empty_pages=not args.no_empty_pages,
                          account_paths=not args.no_account_paths, truth_dir=args.truth,

@@ -199,7 +199,8 @@ def test_job_faults_are_recorded_per_entity(crawl_org, tmp_path: Path, faults: d
     dict(iam_rate=15.0, iam_burst=5.0),
     dict(error_rate=0.1),
     dict(session_seconds=2),
-], ids=["throttled", "server-errors", "short-sessions"])
+    dict(drop_rate=0.1),
+], ids=["throttled", "server-errors", "short-sessions", "dropped-connections"])
 def test_no_entity_is_lost_to_transient_faults(crawl_org, tmp_path: Path, faults: dict) -> None:
     sim = crawl_org(OrgSpec(accounts=2, entities=12, seed=4), FaultPlan.uniform(job_seconds=0.3, **faults))
     summary = run_crawl(crawl_config(tmp_path))

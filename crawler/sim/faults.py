@@ -22,6 +22,7 @@ class RequestFaults:
     error_rate: float | None = None
     throttle_rate: float | None = None
     malformed_rate: float | None = None
+    drop_rate: float | None = None
 
 
 @dataclass
@@ -41,6 +42,8 @@ class AccountFaults:
     error_rate: float = 0.0
     throttle_rate: float = 0.0
     malformed_rate: float = 0.0
+    #: Share of calls whose answer is lost after the action ran (the connection is closed).
+    drop_rate: float = 0.0
     job_seconds: float = 0.0
     job_failure_rate: float = 0.0
     stuck_job_rate: float = 0.0

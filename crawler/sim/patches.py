@@ -10,12 +10,14 @@ as if nothing were installed.
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import moto.iam.models as moto_iam_models
+from botocore.exceptions import ConnectionClosedError
 from moto.core.responses import ActionResult
 from moto.iam.responses import IamResponse
 from moto.organizations.responses import OrganizationsResponse
@@ -116,9 +118,22 @@ def _dispatch(self: Any, request: Any, full_url: Any = None, headers: Any = None
             return 200, {"Content-Type": "text/xml" if service in QUERY_NAMESPACES else "application/x-amz-json-1.1"}, \
                 _MALFORMED[service in QUERY_NAMESPACES]
         with state.lock:
-            return self.call_action()
+            answer = self.call_action()
+        if state.roll() < state.faults.for_account(account).request_fault("drop_rate", operation):
+            state.record("dropped", account, operation)
+            return _drop_connection(request)
+        return answer
     except SimError as error:
         return render_error(service, error)
+
+
+def _drop_connection(request: Any) -> Any:
+    """The answer is lost after the action ran: close the connection (served) or fail the send (in process)."""
+    connection = getattr(request, "environ", {}).get("werkzeug.socket")
+    if connection is None:
+        raise ConnectionClosedError(endpoint_url=str(getattr(request, "url", "")))
+    connection.shutdown(socket.SHUT_RDWR)
+    return 500, {}, ""
 
 
 #: Malformed answers: truncated XML (query protocol); for JSON, valid JSON of the wrong shape,

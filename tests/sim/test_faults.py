@@ -221,3 +221,19 @@ def test_job_failures_are_the_same_for_the_same_seed_in_any_order() -> None:
     first = failed_entities(seed=21)
     assert 0 < len(first) < 16
     assert failed_entities(seed=21, reverse=True) == first
+
+
+@pytest.mark.parametrize("mode", ["in_process", "served"])
+def test_dropped_connection_loses_the_answer_after_the_action_ran(mode: str) -> None:
+    from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+
+    sim = SimulatedOrganization(OrgSpec(accounts=2, entities=8, seed=3))
+    runner = sim.in_process() if mode == "in_process" else sim.serve(port=0)
+    with runner:
+        member = sorted(crawlable(sim))[-1]
+        sim.faults.account(member).operations["GenerateServiceLastAccessedDetails"] = RequestFaults(drop_rate=1.0)
+        iam = member_iam(sim, member)
+        with pytest.raises((ConnectionClosedError, EndpointConnectionError, ReadTimeoutError)):
+            iam.generate_service_last_accessed_details(Arn=user_arn(sim, member))
+        assert len(sim.state.jobs) == 1, "the job was created before the answer was lost"
+        assert [event.kind for event in sim.state.events].count("dropped") == 1
