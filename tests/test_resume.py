@@ -151,3 +151,21 @@ def test_killed_at_random_points_then_resumed_equals_uninterrupted(simulator: di
     assert not list((output / "_staging").glob("*/*/*/DONE")), "staging is cleared once published"
     verified = subprocess.run([*CRAWLER, "verify", str(output)], capture_output=True, text=True, timeout=60)
     assert verified.returncode == 0 and verified.stdout.rstrip().endswith("OK"), verified.stdout
+
+
+def test_a_second_signal_quits_at_once_and_the_run_still_resumes(simulator: dict[str, str], config: Path,
+                                                                  tmp_path: Path,
+                                                                  reference: dict[str, list[tuple]]) -> None:
+    output = tmp_path / "out"
+    crawl = start_crawl(simulator, config, output)
+    deadline = time.monotonic() + 120
+    while staged_accounts(output) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    crawl.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    crawl.send_signal(signal.SIGINT)
+    crawl.communicate(timeout=5)
+    assert crawl.returncode == 130
+    done = finish_crawl(simulator, config, output)
+    assert done.returncode == 0, done.stderr
+    assert snapshot(output) == reference
