@@ -1,6 +1,7 @@
 """The command line: validate, accounts, run and demo, their messages and exit codes."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -11,10 +12,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from crawler.cli import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, build_parser, main
 from crawler.sim import OrgSpec
 from tests.helpers import read_rows
+from tests.test_config import mutated_configs
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = OrgSpec(accounts=3, entities=10, seed=7)
@@ -128,3 +131,18 @@ def test_demo_crawls_the_simulated_organization_end_to_end(tmp_path: Path) -> No
     for table in ("service_last_accessed", "action_last_accessed", "entities", "accounts",
                   "entity_service_access", "policies_granting_access"):
         assert read_rows(tmp_path / "out", table), table
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(text=mutated_configs())
+def test_any_malformed_config_exits_2_with_a_message_never_a_traceback(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "mutated.yaml"
+    path.write_bytes(text.encode("utf-8", "surrogatepass"))
+    errors = io.StringIO()
+    with contextlib.redirect_stderr(errors), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["validate", "-c", str(path)])
+    assert code in (EXIT_OK, EXIT_USAGE)
+    assert "Traceback" not in errors.getvalue()
+    if code == EXIT_USAGE:
+        assert "mutated.yaml" in errors.getvalue()
