@@ -12,11 +12,14 @@ through ``pyarrow.fs``, so the root may be a local path or a filesystem URI.
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import functools
 import json
 import logging
 import os
 import re
+import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -200,14 +203,24 @@ class Dataset:
             raise
 
     def _replace_partition(self, table: str, built: str) -> None:
-        # Two renames: readers may briefly see no partition for the date, never a mix of two runs.
+        """Put the built partition in place of the published one.
+
+        On a local Linux filesystem the two directories are exchanged in one atomic step, so a
+        reader sees the old partition or the new one, never none. Elsewhere two renames: a
+        reader may briefly see no partition for the date, never a mix of two runs.
+        """
         partition = self._partition_dir(table)
         self._fs.create_dir(partition.rsplit("/", 1)[0], recursive=True)
-        if self._fs.get_file_info(partition).type != pafs.FileType.NotFound:
-            replaced = f"{self._run_dir}/{REPLACED_DIR}/{table}"
-            self._delete_dir(replaced)  # set aside by a publish of this run that failed
-            self._fs.create_dir(f"{self._run_dir}/{REPLACED_DIR}", recursive=True)
-            self._fs.move(partition, replaced)
+        if self._fs.get_file_info(partition).type == pafs.FileType.NotFound:
+            self._fs.move(built, partition)
+            return
+        replaced = f"{self._run_dir}/{REPLACED_DIR}/{table}"
+        self._delete_dir(replaced)  # set aside by a publish of this run that failed
+        self._fs.create_dir(f"{self._run_dir}/{REPLACED_DIR}", recursive=True)
+        if isinstance(self._fs, pafs.LocalFileSystem) and exchange_directories(built, partition):
+            self._fs.move(built, replaced)  # ``built`` now holds the previous partition
+            return
+        self._fs.move(partition, replaced)
         self._fs.move(built, partition)
 
     def _tables_entry(self, parts: Mapping[str, list[PartFile]]) -> dict[str, Any]:
@@ -261,6 +274,35 @@ class Dataset:
             if self._fs.get_file_info(temporary).type == pafs.FileType.File:
                 self._fs.delete_file(temporary)
             raise
+
+
+def exchange_directories(first: str, second: str) -> bool:
+    """Swap two local directories atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EXDEV):
+        return False  # this kernel or filesystem cannot exchange: fall back to two renames
+    raise OSError(error, os.strerror(error), second)
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+@functools.cache
+def _renameat2() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None  # a C library older than glibc 2.28
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
 
 
 def read_manifest(root: str, run_id: str) -> dict[str, Any]:

@@ -459,3 +459,46 @@ def test_relative_root_is_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     dataset.stage(ACCOUNTS[0], {"accounts": [make_row("accounts", ACCOUNTS[0], 0)]})
     dataset.publish({})
     assert os.path.isfile(tmp_path / "out" / "runs" / f"{RUN_ID}.json")
+
+
+def test_exchange_directories_swaps_atomically(tmp_path: Path) -> None:
+    from crawler.dataset import exchange_directories
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "from-a").write_text("a")
+    (tmp_path / "b" / "from-b").write_text("b")
+    if not exchange_directories(str(tmp_path / "a"), str(tmp_path / "b")):
+        pytest.skip("no renameat2(RENAME_EXCHANGE) here")
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["from-b"]
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["from-a"]
+
+
+def test_a_reader_during_republishing_sees_one_whole_snapshot(tmp_path: Path) -> None:
+    import threading
+
+    from crawler.dataset import exchange_directories
+
+    if not exchange_directories(str(tmp_path), str(tmp_path)):
+        pytest.skip("no renameat2(RENAME_EXCHANGE) here")
+    rows = unit_rows("001234567000")
+    first = new_dataset(tmp_path, run_id="run-0")
+    first.stage("001234567000", rows)
+    first.publish({})
+    expected = len(rows["service_last_accessed"])
+    done, seen = threading.Event(), []
+
+    def republish() -> None:
+        for attempt in range(1, 15):
+            dataset = new_dataset(tmp_path, run_id=f"run-{attempt}")
+            dataset.stage("001234567000", rows)
+            dataset.publish({})
+        done.set()
+
+    writer = threading.Thread(target=republish)
+    writer.start()
+    while not done.is_set():
+        table = pads.dataset(tmp_path / "service_last_accessed", format="parquet", partitioning="hive").to_table()
+        seen.append(table.num_rows)
+    writer.join()
+    assert seen and set(seen) == {expected}
