@@ -62,6 +62,8 @@ class Account:
     joined_at: datetime | None
     #: (key, value) pairs sorted by key.
     tags: tuple[tuple[str, str], ...]
+    #: The OU names from the root, one per level: unambiguous where a name contains "/".
+    ou_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -231,7 +233,8 @@ def account_from_aws(item: Mapping[str, Any], tree: OrganizationTree | None = No
     return Account(id=account_id, name=item.get("Name") or "", email=item.get("Email"), arn=item.get("Arn"),
                    state=account_state(item), ou_path=ou_path_names(chain, tree.names),
                    ou_path_ids="/".join(chain) if chain else None,
-                   joined_at=utc_datetime(item.get("JoinedTimestamp")), tags=sorted_tags(tags))
+                   joined_at=utc_datetime(item.get("JoinedTimestamp")), tags=sorted_tags(tags),
+                   ou_names=ou_name_chain(chain, tree.names))
 
 
 def account_state(item: Mapping[str, Any]) -> str | None:
@@ -255,9 +258,29 @@ def chain_from_paths(item: Mapping[str, Any]) -> tuple[str, ...] | None:
 
 def ou_path_names(chain: Sequence[str] | None, names: Mapping[str, str]) -> str | None:
     """``Root/Workloads/Prod`` for a chain of ids; ``None`` when an id's name is unknown."""
+    path = ou_name_chain(chain, names)
+    return "/".join(path) if path else None
+
+
+def ou_name_chain(chain: Sequence[str] | None, names: Mapping[str, str]) -> tuple[str, ...]:
+    """The OU names of a chain of ids, one per level; empty when an id's name is unknown."""
     if not chain or any(ou_id not in names for ou_id in chain):
-        return None
-    return "/".join(names[ou_id] for ou_id in chain)
+        return ()
+    return tuple(names[ou_id] for ou_id in chain)
+
+
+def split_name_path(path: str) -> tuple[str, ...]:
+    """``Root/Workloads/Prod`` -> its OU names; ``\\/`` is a "/" inside a name (``Root/Security\\/Audit``)."""
+    names, current, characters = [], [], iter(path.rstrip("/"))
+    for character in characters:
+        if character == "\\":
+            current.append(next(characters, "\\"))
+        elif character == "/":
+            names.append("".join(current))
+            current = []
+        else:
+            current.append(character)
+    return (*names, "".join(current))
 
 
 def utc_datetime(value: Any) -> datetime | None:
@@ -310,10 +333,9 @@ def _matches_ou(account: Account, ou: str) -> bool:
     """An OU or root id anywhere above the account, or a name path equal to or above its OU path."""
     if account.ou_path_ids and ou in account.ou_path_ids.split("/"):
         return True
-    if not account.ou_path:
-        return False
-    name_path = ou.rstrip("/")
-    return bool(name_path) and (account.ou_path == name_path or account.ou_path.startswith(name_path + "/"))
+    wanted = split_name_path(ou)
+    # By whole names, level by level: "Root/Security" must not match an OU named "Security/Audit".
+    return bool(account.ou_names) and any(wanted) and account.ou_names[:len(wanted)] == wanted
 
 
 def _matches_tag(account: Account, key: str, values: Sequence[str]) -> bool:

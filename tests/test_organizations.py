@@ -55,7 +55,8 @@ def expected_account(sim: SimulatedOrganization, account_id: str) -> Account:
     return Account(id=account_id, name=model.name, email=model.email, arn=model.arn, state=model.state,
                    ou_path="/".join(sim.model.ou_path_names(model.parent_id)),
                    ou_path_ids="/".join(sim.model.ou_path_ids(model.parent_id)),
-                   joined_at=model.joined, tags=tuple(sorted(model.tags.items())))
+                   joined_at=model.joined, tags=tuple(sorted(model.tags.items())),
+                   ou_names=tuple(sim.model.ou_path_names(model.parent_id)))
 
 
 def management_calls(sim: SimulatedOrganization, operation: str) -> int:
@@ -186,7 +187,8 @@ def make_account(account_id: str, name: str, ou_path: str, ou_path_ids: str, sta
                  **tags: str) -> Account:
     """An account for the filter tests."""
     return Account(id=account_id, name=name, email=None, arn=None, state=state, ou_path=ou_path,
-                   ou_path_ids=ou_path_ids, joined_at=None, tags=tuple(sorted(tags.items())))
+                   ou_path_ids=ou_path_ids, joined_at=None, tags=tuple(sorted(tags.items())),
+                   ou_names=tuple(ou_path.split("/")) if ou_path else ())
 
 
 ACCOUNTS = (

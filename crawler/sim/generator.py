@@ -4,6 +4,11 @@
 member accounts in nested OUs, each with users, groups, roles (one service-linked), and
 customer-managed policies, and each principal's last use of the services it is granted.
 The same spec (seed and ``as_of`` included) always gives the same organization.
+
+With ``hostile_names`` the OUs, accounts, IAM entities, paths and tags get names that AWS
+accepts but naive code breaks on (slashes, dots, quotes, control and bidi characters, CSV
+formulas, maximum lengths). They come from a random stream of their own, so the organization
+is otherwise the same as without them: same ids, dates, grants and activity.
 """
 from __future__ import annotations
 
@@ -50,6 +55,39 @@ READ_ONLY_POLICY = "ReadOnlyAccess"
 ORG_ACCESS_ROLE = "OrganizationAccountAccessRole"
 OPERATOR_USER = "access-crawler-operator"
 
+# -- hostile names: each within the pattern and length AWS accepts for its field -------------
+#: Organizations OU names: any text, 1-128 characters. A "/" (ambiguous in a joined name path), "..",
+#: line breaks, a tab, NUL, quotes and commas, a right-to-left override, a decomposed accent (NFC would
+#: change it) and emoji, CJK, the root's own name, a CSV formula, and 128 characters (384 bytes in UTF-8).
+HOSTILE_OU_NAMES = (
+    "Security/Audit", "..", "Net\nwork", "Work\tloads", '"Prod", \'live\', eu', "\u202eStnemyap",
+    "Cafe\u0301 \U0001F310\U0001F680", "\u958b\u767a\u74b0\u5883", "Root", " Test\r\n\x00 ",
+    '=HYPERLINK("http://x.invalid","Sandbox")', "Suspended-" + "\u9577" * 118,
+)
+#: Account names: printable ASCII (U+0020-U+007E), 1-50 characters.
+HOSTILE_ACCOUNT_NAMES = (
+    '"quoted", with, commas', "../../etc/passwd", "C:\\Users\\..\\x", "=cmd|' /C calc'!A0",
+    ("long-account-name-" + "n" * 50)[:50], "<b>&amp;</b>", "O'Brien; DROP TABLE accounts;--", "  padded  ",
+    "%s %n {0} ${jndi:x}", "+SUM(1+1)", "*?[glob]", "NULL",
+)
+#: IAM user, role, group and policy names: ``[\w+=,.@-]+`` (ASCII word characters), 1-64 (users, roles)
+#: or 1-128 characters (groups, policies).
+HOSTILE_IAM_NAMES = ("..", ".", "a,b", "=x", "@@", "+x+", "a=b,c=d", "x@example.com", "-", "...", "@SUM", "-1+1")
+IAM_NAME_MAX = {"USER": 64, "ROLE": 64, "GROUP": 128, "POLICY": 128}
+#: IAM paths of users, groups and roles: ``/`` or ``/[\x21-\x7E]+/``, at most 512 characters.
+HOSTILE_PATHS = ("/../", "/a\"b'c/", "/x\\y/", "/%2e%2e/", "/<x>&amp;/", "/=cmd|'calc'!A0/", "/a/../b/",
+                 "/" + "p" * 510 + "/")
+#: Paths of managed policies: ``((/[A-Za-z0-9.,+@=_-]+)*)/``, at most 512 characters.
+HOSTILE_POLICY_PATHS = ("/../", "/./", "/a,b/", "/=x/@@/", "/+1/-1/", "/" + "q" * 510 + "/")
+#: Tag keys and values (Organizations and IAM): ``[\p{L}\p{Z}\p{N}_.:/=+\-@]``; keys 1-128, values 0-256
+#: characters. Control characters are not allowed, so line breaks are U+2028 and U+2029.
+HOSTILE_TAG_KEYS = ("note", "\u8aac\u660e", "a:b/c=d")
+HOSTILE_TAG_VALUES = (
+    "line one\u2028line two", "para one\u2029para two", "\u6771\u4eac\u30c1\u30fc\u30e0",
+    "\u00dcn\u00efc\u00f6d\u00e9", "\u0663\u0664\u0665", "a\u00a0b\u3000c", "", "  padded  ", "=1+1",
+    "a=b:c/d@e", "v" * 256,
+)
+
 
 @dataclass(frozen=True)
 class OrgSpec:
@@ -70,6 +108,9 @@ class OrgSpec:
     #: Member accounts whose crawler role is missing (AssumeRole answers AccessDenied).
     accounts_without_crawler_role: int = 0
     extra_tags: dict[str, str] = field(default_factory=dict)
+    #: Names AWS accepts that break naive code (OUs, accounts, IAM entities, paths, tags); the
+    #: crawler's role, the hub role and the operator user keep their names.
+    hostile_names: bool = False
 
     def resolved_as_of(self) -> datetime:
         """``as_of`` or the current minute, UTC."""
@@ -85,6 +126,76 @@ def generate(spec: OrgSpec, catalog: ServiceCatalog | None = None) -> Organizati
     return _Generator(spec, catalog or load_catalog()).organization()
 
 
+class HostileNames:
+    """Hostile names for one organization, from a random stream of their own (seeded from the
+    spec's seed), so drawing them changes nothing else. Each list is shuffled once and used in turn
+    across the organization, so every name appears once enough entities ask for one; within an
+    account an IAM name is used at most once per entity type (IAM names are unique per type)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(f"access-crawler-sim:hostile-names:{seed}")
+        self.iam_names = {kind: self._shuffled((*HOSTILE_IAM_NAMES, _long_iam_name(kind)))
+                          for kind in IAM_NAME_MAX}
+        self.paths = self._shuffled(HOSTILE_PATHS)
+        self.policy_paths = self._shuffled(HOSTILE_POLICY_PATHS)
+        self.account_names = self._shuffled(HOSTILE_ACCOUNT_NAMES)
+        self.tag_values = self._shuffled(HOSTILE_TAG_VALUES)
+        self.cursor: dict[str, int] = {}
+        self.taken: dict[str, set[str]] = {}
+
+    def _shuffled(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(self.rng.sample(names, len(names)))
+
+    def _next(self, key: str, names: tuple[str, ...]) -> str:
+        index = self.cursor.get(key, 0)
+        self.cursor[key] = index + 1
+        return names[index % len(names)]
+
+    def ou_names(self) -> tuple[str, ...]:
+        """One hostile name for each OU of the template, in the template's order."""
+        return self._shuffled(HOSTILE_OU_NAMES)
+
+    def new_account(self) -> None:
+        """Start an account: its IAM names may repeat another account's, never each other."""
+        self.taken = {}
+
+    def account_name(self) -> str:
+        """The next hostile account name."""
+        return self._next("account", self.account_names)
+
+    def iam_name(self, kind: str, default: str) -> str:
+        """The next hostile name for an entity of ``kind``, or ``default`` once this account used them all."""
+        taken = self.taken.setdefault(kind, set())
+        if len(taken) == len(self.iam_names[kind]):
+            return default
+        name = self._next(kind, self.iam_names[kind])
+        while name in taken:
+            name = self._next(kind, self.iam_names[kind])
+        taken.add(name)
+        return name
+
+    def inline_name(self) -> str:
+        """A hostile inline policy name (one inline policy per owner: no uniqueness to keep)."""
+        return self._next("inline", self.iam_names["POLICY"])
+
+    def path(self, kind: str) -> str:
+        """The next hostile path for an entity of ``kind`` (policies have a stricter pattern)."""
+        if kind == "POLICY":
+            return self._next("policy-path", self.policy_paths)
+        return self._next("path", self.paths)
+
+    def tags(self) -> dict[str, str]:
+        """A ``note`` tag and the next hostile key (unless that is ``note``), with the next hostile values:
+        U+2028/U+2029 line breaks, CJK, empty, maximum length, formulas."""
+        keys = dict.fromkeys((self._next("tag-key", HOSTILE_TAG_KEYS), "note"))
+        return {key: self._next("tag-value", self.tag_values) for key in keys}
+
+
+def _long_iam_name(kind: str) -> str:
+    """A name of the longest length IAM allows for ``kind``."""
+    return (f"{kind.lower()}-max-" + "m" * IAM_NAME_MAX[kind])[:IAM_NAME_MAX[kind]]
+
+
 class _Generator:
     def __init__(self, spec: OrgSpec, catalog: ServiceCatalog) -> None:
         self.spec = spec
@@ -92,6 +203,7 @@ class _Generator:
         self.rng = random.Random(spec.seed)
         self.as_of = spec.resolved_as_of()
         self.used_ids: set[str] = set()
+        self.hostile = HostileNames(spec.seed) if spec.hostile_names else None
 
     # -- organization ---------------------------------------------------------------
     def organization(self) -> OrganizationModel:
@@ -113,15 +225,17 @@ class _Generator:
     def _ous(self, org_id: str, root: OrganizationalUnit, management_id: str) -> list[OrganizationalUnit]:
         by_name = {"Root": root}
         suffix = root.id[2:]
-        for name, parent, _env in OU_TEMPLATE:
+        shown = self.hostile.ou_names() if self.hostile else tuple(name for name, _parent, _env in OU_TEMPLATE)
+        for (name, parent, _env), display in zip(OU_TEMPLATE, shown, strict=True):
             ou_id = f"ou-{suffix}-{self._token(8, string.ascii_lowercase + string.digits)}"
             arn = f"arn:{self.spec.partition}:organizations::{management_id}:ou/{org_id}/{ou_id}"
-            by_name[name] = OrganizationalUnit(ou_id, name, by_name[parent].id, arn)
-        return [ou for name, ou in by_name.items() if name != "Root"]
+            by_name[name] = OrganizationalUnit(ou_id, display, by_name[parent].id, arn)
+        self.ou_by_template = {name: ou for name, ou in by_name.items() if name != "Root"}
+        return list(self.ou_by_template.values())
 
     def _accounts(self, org_id: str, root: OrganizationalUnit, ous: list[OrganizationalUnit],
                   management_id: str) -> dict[str, AccountModel]:
-        ou_by_name = {ou.name: ou for ou in ous}
+        ou_by_name = self.ou_by_template
         env_by_name = {name: env for name, _parent, env in OU_TEMPLATE}
         accounts: dict[str, AccountModel] = {}
         management = self._account(org_id, management_id, management_id, "management",
@@ -138,8 +252,12 @@ class _Generator:
             tags = {"env": env, "team": team, "cost-center": f"cc-{self.rng.randrange(100, 999)}",
                     **self.spec.extra_tags}
             account_id = self._account_id()
+            email = None
+            if self.hostile:
+                name, email = self.hostile.account_name(), f"o'brien+{index + 1:03d}@example.com"
+                tags.update(self.hostile.tags())
             account = self._account(org_id, account_id, management_id, name, ou_by_name[home].id,
-                                    "SUSPENDED" if suspended else "ACTIVE", tags)
+                                    "SUSPENDED" if suspended else "ACTIVE", tags, email)
             model = self._account_model(account, is_management=False,
                                         has_crawler_role=index not in missing_role)
             accounts[account_id] = model
@@ -150,10 +268,10 @@ class _Generator:
         return set(range(count))
 
     def _account(self, org_id: str, account_id: str, management_id: str, name: str,
-                 parent_id: str, state: str, tags: dict[str, str]) -> Account:
+                  parent_id: str, state: str, tags: dict[str, str], email: str | None = None) -> Account:
         joined = self.as_of - timedelta(days=self.rng.randrange(30, 1800), seconds=self.rng.randrange(86400))
         return Account(
-            id=account_id, name=name, email=f"aws+{name}@example.com", state=state,
+            id=account_id, name=name, email=email or f"aws+{name}@example.com", state=state,
             parent_id=parent_id, tags=tags, joined=joined,
             arn=f"arn:{self.spec.partition}:organizations::{management_id}:account/{org_id}/{account_id}")
 
@@ -161,6 +279,8 @@ class _Generator:
     def _account_model(self, account: Account, is_management: bool,
                        has_crawler_role: bool = True) -> AccountModel:
         model = AccountModel(account=account, has_crawler_role=has_crawler_role)
+        if self.hostile:
+            self.hostile.new_account()
         self._aws_managed_policies(model)
         budget = self.spec.entities
         if has_crawler_role:
@@ -188,19 +308,20 @@ class _Generator:
         roles = budget - policies - groups - users
         for index in range(policies):
             document = self._policy_document()
-            name = f"{self._word()}-policy-{index + 1:02d}"
-            path = "/" if index % 3 else "/teams/"
+            name = self._name("POLICY", f"{self._word()}-policy-{index + 1:02d}")
+            path = self._path("POLICY", "/" if index % 3 else "/teams/")
             arn = f"arn:{self.spec.partition}:iam::{account_id}:policy{path}{name}"
             model.managed_policies[arn] = ManagedPolicy(arn, name, path, document, aws_managed=False)
             model.entities.append(Entity(
                 account_id, "POLICY", name, path, arn, self._entity_id("ANPA"), self._create_date(),
                 document=document, description=f"Synthetic policy {index + 1}"))
         customer_arns = list(model.managed_policies)[-policies:]
-        group_names = [f"{self._word()}-group-{index + 1:02d}" for index in range(groups)]
+        group_names = [self._name("GROUP", f"{self._word()}-group-{index + 1:02d}") for index in range(groups)]
         for name in group_names:
             model.entities.append(self._group(account_id, name, customer_arns))
         for index in range(users):
-            user = self._user(account_id, f"{self._word()}.user{index + 1:02d}", "/people/",
+            user = self._user(account_id, self._name("USER", f"{self._word()}.user{index + 1:02d}"),
+                              self._path("USER", "/people/"),
                               attached=self._some(customer_arns, 0, 2),
                               inline=self._maybe_inline(0.5))
             user.groups = self._some(group_names, 0, 2)
@@ -219,7 +340,8 @@ class _Generator:
             if self.rng.random() < 0.05:
                 attached.append(self._aws_arn(ADMIN_POLICY))
             model.entities.append(self._role(
-                account_id, f"{self._word()}-role-{index:02d}", "/" if index % 4 else "/app/",
+                account_id, self._name("ROLE", f"{self._word()}-role-{index:02d}"),
+                self._path("ROLE", "/" if index % 4 else "/app/"),
                 attached=attached, inline=self._maybe_inline(0.6), trust=self._trust_service()))
 
     def _aws_managed_policies(self, model: AccountModel) -> None:
@@ -253,17 +375,18 @@ class _Generator:
     def _role(self, account_id: str, name: str, path: str, attached: list[str] | None = None,
               inline: list[InlinePolicy] | None = None, trust: dict[str, Any] | None = None) -> Entity:
         return Entity(account_id, "ROLE", name, path, self._arn(account_id, "role", path, name),
-                      self._entity_id("AROA"), self._create_date(), tags=self._tags(),
+                      self._entity_id("AROA"), self._create_date(), tags=self._tags(name),
                       inline_policies=inline or [], attached=attached or [], trust_policy=trust)
 
     def _user(self, account_id: str, name: str, path: str, attached: list[str] | None = None,
               inline: list[InlinePolicy] | None = None) -> Entity:
         return Entity(account_id, "USER", name, path, self._arn(account_id, "user", path, name),
-                      self._entity_id("AIDA"), self._create_date(), tags=self._tags(),
+                      self._entity_id("AIDA"), self._create_date(), tags=self._tags(name),
                       inline_policies=inline or [], attached=attached or [])
 
     def _group(self, account_id: str, name: str, customer_arns: list[str]) -> Entity:
-        return Entity(account_id, "GROUP", name, "/", self._arn(account_id, "group", "/", name),
+        path = self._path("GROUP", "/")
+        return Entity(account_id, "GROUP", name, path, self._arn(account_id, "group", path, name),
                       self._entity_id("AGPA"), self._create_date(),
                       inline_policies=self._maybe_inline(0.8), attached=self._some(customer_arns, 0, 1))
 
@@ -276,7 +399,8 @@ class _Generator:
     def _maybe_inline(self, probability: float) -> list[InlinePolicy]:
         if self.rng.random() >= probability:
             return []
-        return [InlinePolicy(f"inline-{self._word()}", self._policy_document())]
+        name = f"inline-{self._word()}"
+        return [InlinePolicy(self.hostile.inline_name() if self.hostile else name, self._policy_document())]
 
     def _policy_document(self) -> dict[str, Any]:
         """A document granting a drawn set of services: mostly a few, sometimes very many."""
@@ -373,8 +497,20 @@ class _Generator:
     def _some(self, items: list[str], low: int, high: int) -> list[str]:
         return self.rng.sample(items, min(len(items), self.rng.randint(low, high)))
 
-    def _tags(self) -> dict[str, str]:
-        return {"owner": self.rng.choice(TEAMS)} if self.rng.random() < 0.5 else {}
+    def _tags(self, name: str) -> dict[str, str]:
+        """Maybe an owner tag; hostile tags too when asked for, except on the crawler's own entities."""
+        tags = {"owner": self.rng.choice(TEAMS)} if self.rng.random() < 0.5 else {}
+        if self.hostile is None or name in (self.spec.crawler_role_name, self.spec.hub_role_name, OPERATOR_USER):
+            return tags
+        return {**tags, **self.hostile.tags()}
+
+    def _name(self, kind: str, default: str) -> str:
+        """``default``, or a hostile name for an entity of ``kind`` when the spec asks for them."""
+        return self.hostile.iam_name(kind, default) if self.hostile else default
+
+    def _path(self, kind: str, default: str) -> str:
+        """``default``, or a hostile path for an entity of ``kind`` when the spec asks for them."""
+        return self.hostile.path(kind) if self.hostile else default
 
     def _trust_account(self, account_id: str) -> dict[str, Any]:
         return {"Version": "2012-10-17", "Statement": [{

@@ -1,16 +1,32 @@
 """The synthetic organization generator and its ground truth (no moto involved)."""
 from __future__ import annotations
 
+import functools
 import json
+import re
+import unicodedata
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
+import botocore.session
 import pytest
+from botocore.model import ListShape, Shape
 
 from crawler.sim import OrgSpec, generate
 from crawler.sim.catalog import load_catalog
-from crawler.sim.generator import principal_grants
-from crawler.sim.model import TRACKING_PERIOD_DAYS, OrganizationModel
+from crawler.sim.generator import (
+    HOSTILE_ACCOUNT_NAMES,
+    HOSTILE_IAM_NAMES,
+    HOSTILE_OU_NAMES,
+    HOSTILE_PATHS,
+    HOSTILE_POLICY_PATHS,
+    HOSTILE_TAG_KEYS,
+    HOSTILE_TAG_VALUES,
+    IAM_NAME_MAX,
+    principal_grants,
+)
+from crawler.sim.model import TRACKING_PERIOD_DAYS, Entity, OrganizationModel
 from crawler.sim.truth import entity_reports, principals_of, service_rows, write_ground_truth
 
 AS_OF = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
@@ -175,3 +191,126 @@ def test_ground_truth_is_written_as_json_lines(tmp_path, org: OrganizationModel)
 def test_too_few_entities_are_refused() -> None:
     with pytest.raises(ValueError, match="entities"):
         generate(OrgSpec(accounts=1, entities=3))
+
+
+# -- hostile names -------------------------------------------------------------------------
+HOSTILE = OrgSpec(accounts=13, entities=20, seed=7, as_of=AS_OF, hostile_names=True)
+
+
+@pytest.fixture(scope="module")
+def hostile_org() -> OrganizationModel:
+    return generate(HOSTILE)
+
+
+def names_of(org: OrganizationModel) -> list[object]:
+    """Every name the generator draws: OUs, accounts (name, email, tags), entities (name, path, tags,
+    inline policy names, groups)."""
+    return [[(ou.id, ou.name) for ou in org.ous],
+            [(model.account.name, model.account.email, model.account.tags) for model in org.accounts.values()],
+            [(e.arn, e.name, e.path, e.tags, [p.name for p in e.inline_policies], e.groups, e.members)
+             for model in org.accounts.values() for e in model.entities]]
+
+
+def test_hostile_names_are_the_same_for_the_same_seed(hostile_org: OrganizationModel) -> None:
+    assert names_of(generate(HOSTILE)) == names_of(hostile_org)
+    assert names_of(generate(replace(HOSTILE, seed=8))) != names_of(hostile_org)
+
+
+def test_hostile_names_change_nothing_but_names(hostile_org: OrganizationModel) -> None:
+    plain = generate(replace(HOSTILE, hostile_names=False))
+    assert list(plain.accounts) == list(hostile_org.accounts)
+    assert [ou.id for ou in plain.ous] == [ou.id for ou in hostile_org.ous]
+    assert [(e.id, e.type, e.create_date, len(e.attached)) for m in plain.accounts.values() for e in m.entities] == \
+        [(e.id, e.type, e.create_date, len(e.attached)) for m in hostile_org.accounts.values() for e in m.entities]
+    assert [(r["entity_type"], r["service_namespace"], r["last_authenticated"]) for r in service_rows(plain)] == \
+        [(r["entity_type"], r["service_namespace"], r["last_authenticated"]) for r in service_rows(hostile_org)]
+
+
+def test_hostile_names_leave_the_crawlers_own_entities_alone(hostile_org: OrganizationModel) -> None:
+    for account_id, model in hostile_org.accounts.items():
+        by_name = {(e.type, e.name): e for e in model.entities}
+        for key in [("ROLE", HOSTILE.crawler_role_name), ("ROLE", "OrganizationAccountAccessRole")] + \
+                ([("ROLE", HOSTILE.hub_role_name), ("USER", "access-crawler-operator")]
+                 if account_id == hostile_org.management_account_id else []):
+            assert by_name[key].path == "/" and by_name[key].arn.endswith(f":{key[0].lower()}/{key[1]}")
+
+
+def test_every_hostile_name_is_used(hostile_org: OrganizationModel) -> None:
+    entities = [e for m in hostile_org.accounts.values() for e in m.entities]
+    assert {ou.name for ou in hostile_org.ous} == set(HOSTILE_OU_NAMES)
+    assert {m.account.name for m in hostile_org.accounts.values()} >= set(HOSTILE_ACCOUNT_NAMES)
+    for kind in ("USER", "ROLE", "GROUP", "POLICY"):
+        names = {e.name for e in entities if e.type == kind}
+        assert names >= set(HOSTILE_IAM_NAMES) and max(map(len, names)) == IAM_NAME_MAX[kind], kind
+    assert {e.path for e in entities if e.type != "POLICY"} >= set(HOSTILE_PATHS)
+    assert {e.path for e in entities if e.type == "POLICY"} >= set(HOSTILE_POLICY_PATHS)
+    accounts = [m.account for m in hostile_org.accounts.values()]
+    assert {key for account in accounts for key in account.tags} >= set(HOSTILE_TAG_KEYS)
+    assert {value for account in accounts for value in account.tags.values()} >= set(HOSTILE_TAG_VALUES)
+    assert {value for e in entities for value in e.tags.values()} >= set(HOSTILE_TAG_VALUES)
+
+
+def aws_fullmatch(pattern: str, text: str) -> bool:
+    """Whether ``text`` matches a botocore shape's (Java) pattern: ``\\w`` and ``\\s`` are ASCII there; the
+    Unicode classes ``\\p{L}``, ``\\p{Z}``, ``\\p{N}`` (which ``re`` lacks; they only appear inside one bracket
+    expression) are checked by category: such characters become ``a``, which the bracket then admits."""
+    categories = re.findall(r"\\p\{(\w)\}", pattern)
+    if categories:
+        pattern = re.sub(r"\\p\{\w\}", "", pattern).replace("[", "[a", 1)
+        text = "".join("a" if unicodedata.category(c)[0] in categories else c for c in text)
+    return re.fullmatch(pattern, text, flags=re.ASCII) is not None
+
+
+@functools.cache
+def aws_field(service: str, operation: str, *members: str) -> Shape:
+    """The shape of an input member of an AWS operation (``Tags``, ``Key``: a list's member's member)."""
+    shape = botocore.session.get_session().get_service_model(service).operation_model(operation).input_shape
+    for member in members:
+        shape = shape.member if isinstance(shape, ListShape) else shape
+        shape = shape.members[member]
+    return shape
+
+
+def assert_valid(shape: Shape, text: str) -> None:
+    """``text`` fits the shape's pattern and length (min, max: characters)."""
+    meta = shape.metadata
+    assert meta.get("min", 0) <= len(text) <= meta["max"], (shape.name, text)
+    assert aws_fullmatch(meta["pattern"], text), (shape.name, meta["pattern"], text)
+
+
+CREATE = {"USER": ("CreateUser", "UserName"), "ROLE": ("CreateRole", "RoleName"),
+          "GROUP": ("CreateGroup", "GroupName"), "POLICY": ("CreatePolicy", "PolicyName")}
+
+
+def test_aws_fullmatch_reads_the_patterns_like_aws() -> None:
+    tag_value = aws_field("iam", "CreateUser", "Tags", "Value").metadata["pattern"]
+    assert aws_fullmatch(tag_value, "\u6771\u4eac a\u2028b =1+1") and not aws_fullmatch(tag_value, "a\nb")
+    assert not aws_fullmatch(tag_value, "\U0001F310") and not aws_fullmatch(tag_value, "\u202e")
+    name = aws_field("iam", "CreateUser", "UserName").metadata["pattern"]
+    assert aws_fullmatch(name, "a,b=c.d@e-f+g_1")
+    assert not aws_fullmatch(name, "\u00e9") and not aws_fullmatch(name, "a/b")
+
+
+def test_hostile_organization_fits_the_aws_patterns(hostile_org: OrganizationModel) -> None:
+    for ou in hostile_org.ous:
+        assert_valid(aws_field("organizations", "CreateOrganizationalUnit", "Name"), ou.name)
+    for model in hostile_org.accounts.values():
+        assert_valid(aws_field("organizations", "CreateAccount", "AccountName"), model.account.name)
+        assert_valid(aws_field("organizations", "CreateAccount", "Email"), model.account.email)
+        for key, value in model.account.tags.items():
+            assert_valid(aws_field("organizations", "CreateAccount", "Tags", "Key"), key)
+            assert_valid(aws_field("organizations", "CreateAccount", "Tags", "Value"), value)
+        for entity in model.entities:
+            assert_entity_valid(entity)
+
+
+def assert_entity_valid(entity: Entity) -> None:
+    """The entity's name, path, inline policy names and tags fit what IAM's Create* calls accept."""
+    operation, name_member = CREATE[entity.type]
+    assert_valid(aws_field("iam", operation, name_member), entity.name)
+    assert_valid(aws_field("iam", operation, "Path"), entity.path)
+    for inline in entity.inline_policies:
+        assert_valid(aws_field("iam", "PutRolePolicy", "PolicyName"), inline.name)
+    for key, value in entity.tags.items():
+        assert_valid(aws_field("iam", "CreateUser", "Tags", "Key"), key)
+        assert_valid(aws_field("iam", "CreateUser", "Tags", "Value"), value)
