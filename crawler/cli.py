@@ -277,6 +277,9 @@ def _add_sim(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--truth", type=Path, metavar="DIR", help="write the ground truth (JSON Lines) to DIR")
     serve.add_argument("--aws-config", type=Path, metavar="DIR",
                        help="write an AWS config and credentials file (profile 'sim') to DIR")
+    serve.add_argument("--stats", type=Path, metavar="FILE",
+                       help="when stopped, write the calls per account and operation and the throttled calls per "
+                            "account to FILE (JSON)")
     serve.set_defaults(handler=_run_sim_serve)
 
 
@@ -293,7 +296,7 @@ def _run_sim_serve(args: argparse.Namespace) -> int:
         throttle_rate=args.throttle_rate, session_seconds=args.session_seconds))
     return serve_forever(spec, faults, args.port, empty_pages=not args.no_empty_pages,
                          account_paths=not args.no_account_paths, truth_dir=args.truth,
-                         aws_config_dir=args.aws_config)
+                         aws_config_dir=args.aws_config, stats_path=args.stats)
 
 
 def _number(text: str, kind: type, low: float | None, high: float | None, what: str) -> float:

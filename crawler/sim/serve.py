@@ -1,6 +1,7 @@
 """``access-crawler sim serve``: the simulated organization as a local HTTP endpoint."""
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -11,12 +12,17 @@ from crawler.errors import UsageError
 from crawler.sim.faults import FaultPlan
 from crawler.sim.generator import OrgSpec
 from crawler.sim.simulator import SimulatedOrganization
+from crawler.sim.state import SimState
 
 
 def serve_forever(spec: OrgSpec, faults: FaultPlan, port: int, empty_pages: bool = True,
                   account_paths: bool = True, truth_dir: Path | None = None, aws_config_dir: Path | None = None,
-                  out: TextIO = sys.stdout, stop: threading.Event | None = None) -> int:
-    """Serve until SIGINT/SIGTERM (or ``stop`` is set); print how to reach the endpoint."""
+                  out: TextIO = sys.stdout, stop: threading.Event | None = None, stats_path: Path | None = None) -> int:
+    """Serve until SIGINT/SIGTERM (or ``stop`` is set); print how to reach the endpoint.
+
+    With ``stats_path``, the calls and throttled calls the simulator counted are written there
+    as JSON when it stops (see :func:`write_stats`).
+    """
     sim = SimulatedOrganization(spec, faults, empty_pages=empty_pages, account_paths=account_paths)
     stop = stop or threading.Event()
     try:
@@ -33,10 +39,28 @@ def serve_forever(spec: OrgSpec, faults: FaultPlan, port: int, empty_pages: bool
         print_banner(sim, out, truth_dir, aws_config_dir)
         while not stop.wait(0.5):
             pass
-        print("simulator stopped", file=out, flush=True)
-        return 0
     finally:
         context.__exit__(None, None, None)
+        if stats_path is not None:
+            write_stats(sim.state, stats_path)
+    print("simulator stopped", file=out, flush=True)
+    return 0
+
+
+def stats_of(state: SimState) -> dict[str, dict[str, int]]:
+    """The simulator's counters: ``{"calls": {"<account>/<operation>": n}, "throttled": {"<account>": n}}``."""
+    with state.lock:
+        calls = {f"{account}/{operation}": count for (account, operation), count in sorted(state.calls.items())}
+        throttled = dict(sorted(state.throttled.items()))
+    return {"calls": calls, "throttled": throttled}
+
+
+def write_stats(state: SimState, path: Path) -> None:
+    """Write :func:`stats_of` to ``path`` as JSON (atomically: a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(stats_of(state), indent=1) + "\n", encoding="utf-8")
+    partial.replace(path)
 
 
 def print_banner(sim: SimulatedOrganization, out: TextIO, truth_dir: Path | None,
