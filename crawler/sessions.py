@@ -74,6 +74,8 @@ class SessionFactory:
         except BotoCoreError as error:
             raise CredentialsError(f"AWS profile {aws.profile!r}: {error}") from error
         self.region = aws.region or self.base.region_name or HOME_REGIONS[self.partition]
+        #: botocore's loader of service models (with its cache), shared by every account's session.
+        self.loader = self.base._session.get_component("data_loader")
         self._lock = threading.Lock()
         self._hub_lock = threading.Lock()
         self._hub: AccountSession | None = None
@@ -156,6 +158,9 @@ class AccountSession:
         # A botocore session of the same profile keeps its settings (endpoint_url, region) while
         # the assumed-role credentials replace the profile's own.
         core = botocore.session.Session(profile=self.factory.aws.profile)
+        # Every account's session reads the same service models: load them once, not per account
+        # (about 10 MB and 0.15 s of CPU per account otherwise, measured with scripts/bench).
+        core.register_component("data_loader", self.factory.loader)
         core._credentials = self._credentials
         self._boto3 = boto3.Session(botocore_session=core, region_name=self.factory.region)
 
