@@ -199,19 +199,24 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
         yield
         return
 
+    def quit_now(_signum: int, _frame: Any) -> None:
+        os._exit(EXIT_INTERRUPTED)  # the user insists: no clean-up, staged work stays on disk
+
     def handle(signum: int, _frame: Any) -> None:
-        if stop.is_set():
-            os._exit(EXIT_INTERRUPTED)  # the user insists: no clean-up, staged work stays on disk
         stop.set()
+        for stopping in signals:  # from now until the process ends, another signal quits at once
+            signal.signal(stopping, quit_now)
         print(f"\naccess-crawler: {signal.Signals(signum).name}: stopping; finished accounts stay staged "
               "(press Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
 
-    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, handle) for signum in signals}
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        if not stop.is_set():
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def format_summary(summary: Any, log_path: Path | None) -> str:

@@ -164,8 +164,10 @@ def test_a_second_signal_quits_at_once_and_the_run_still_resumes(simulator: dict
     crawl.send_signal(signal.SIGINT)
     time.sleep(0.05)
     crawl.send_signal(signal.SIGINT)
-    crawl.communicate(timeout=5)
-    assert crawl.returncode == 130
+    _, stderr = crawl.communicate(timeout=5)
+    # 130, or killed by the signal itself when it lands while the interpreter is already exiting
+    # (a shell shows 130 for both).
+    assert crawl.returncode in (130, -signal.SIGINT), stderr
     done = finish_crawl(simulator, config, output)
     assert done.returncode == 0, done.stderr
     assert snapshot(output) == reference
