@@ -146,3 +146,20 @@ def test_any_malformed_config_exits_2_with_a_message_never_a_traceback(tmp_path:
     assert "Traceback" not in errors.getvalue()
     if code == EXIT_USAGE:
         assert "mutated.yaml" in errors.getvalue()
+
+
+def test_verify_exits_0_on_a_clean_snapshot_and_1_on_a_damaged_one(crawl_org, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    crawl_org(SPEC)
+    output = tmp_path / "out"
+    assert main(["run", "-c", str(write_config(tmp_path, FAST)), "--output", str(output)]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["verify", str(output)]) == EXIT_OK
+    assert capsys.readouterr().out.rstrip().endswith("OK")
+    damaged = sorted((output / "entities").glob("snapshot_date=*/*.parquet"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:-1] + b"\x00")
+    assert main(["verify", str(output)]) == EXIT_FAILURES
+    assert "corrupt" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as usage:
+        main(["verify", str(output), "--snapshot", "not-a-date"])
+    assert usage.value.code == EXIT_USAGE and "is not a date" in capsys.readouterr().err
