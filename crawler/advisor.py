@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -104,28 +105,74 @@ class AccountAdvisor:
 
     def __init__(self, calls: AccountCalls, settings: AdvisorSettings, window: int,
                  progress: Progress | None = None, stop: threading.Event | None = None,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], Any] | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], Any] | None = None,
+                 parallel_calls: int = 4) -> None:
         self.calls, self.settings, self.window = calls, settings, max(window, 1)
+        self.parallel_calls = max(parallel_calls, 1)
         self.progress = progress or Progress()
         self.stop = stop or threading.Event()
         # Waiting for a job ends early when the crawl is stopped.
         self.clock, self.sleep = clock, sleep or self.stop.wait
         self._order = itertools.count()
         self._durations: deque[float] = deque(maxlen=20)
+        self._lock = threading.Lock()
+        self._jobs_open = 0
 
     def run(self, entities: Iterable[Entity]) -> list[EntityOutcome]:
-        """One outcome per entity, in the order given."""
+        """One outcome per entity, in the order given.
+
+        One loop keeps the account's whole window of jobs busy and hands each call (generate a
+        job, read a job that is due) to one of ``parallel_calls`` threads, so the latency of
+        one call does not hold up the others; the account's rate limiter paces them all.
+        """
         waiting = deque(EntityOutcome(entity) for entity in entities)
         outcomes = list(waiting)
         active: list[_Job] = []
-        while (waiting or active) and not self.stop.is_set():
-            while waiting and len(active) < self.window:
-                self._start(_Job(waiting.popleft()), active)
-            if active:
-                self._check(heapq.heappop(active), active)
+        with ThreadPoolExecutor(self.parallel_calls, thread_name_prefix=f"calls-{self.calls.account_id}") as pool:
+            running: set[Future[None]] = set()
+            while not self.stop.is_set():
+                with self._lock:
+                    running |= self._dispatch(pool, waiting, active, len(running))
+                    if not (waiting or active or running):
+                        break
+                    if not (active or running):  # jobs open that nobody will finish: never spin on it
+                        raise RuntimeError(f"{self._jobs_open} jobs open, none running or scheduled")
+                    # With every thread busy, only a finished call can change anything.
+                    free = len(running) < self.parallel_calls
+                    due = active[0].next_check - self.clock() if active and free else None
+                running = self._wait(running, due)
+            for finished in wait(running).done:
+                finished.result()
         for job in active:
             self._finish(job, running=True)
         return outcomes
+
+    def _dispatch(self, pool: ThreadPoolExecutor, waiting: deque[EntityOutcome], active: list[_Job],
+                  busy: int) -> set[Future[None]]:
+        """New jobs while the window has room, then reads of jobs that are due, as threads are free."""
+        submitted: set[Future[None]] = set()
+        while waiting and self._jobs_open < self.window and busy + len(submitted) < self.parallel_calls:
+            self._jobs_open += 1
+            submitted.add(pool.submit(self._start, _Job(waiting.popleft()), active))
+        now = self.clock()
+        while active and active[0].next_check <= now and busy + len(submitted) < self.parallel_calls:
+            submitted.add(pool.submit(self._check, heapq.heappop(active), active))
+        return submitted
+
+    def _wait(self, running: set[Future[None]], due: float | None) -> set[Future[None]]:
+        """Until a call finishes or the next job is due; a bug in a call is raised here."""
+        timeout = None if due is None else max(due, 0.0)
+        if not running:
+            self.sleep(timeout if timeout is not None else 0.0)
+            return running
+        done, pending = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+        for finished in done:
+            finished.result()
+        return set(pending)
+
+    def _schedule(self, job: _Job, active: list[_Job]) -> None:
+        with self._lock:
+            heapq.heappush(active, job)
 
     # -- generating ---------------------------------------------------------------------
     def _start(self, job: _Job, active: list[_Job]) -> None:
@@ -150,7 +197,7 @@ class AccountAdvisor:
         job.next_check, job.order = job.started + job.delay, next(self._order)
         outcome.job_id = job.job_id
         self.progress.add("jobs_in_flight")
-        heapq.heappush(active, job)
+        self._schedule(job, active)
 
     def _first_delay(self) -> float:
         """Jobs of one account take similar times: first look when the recent ones finished."""
@@ -170,7 +217,7 @@ class AccountAdvisor:
         if wait > 0:
             self.sleep(wait)
         if self.stop.is_set():
-            heapq.heappush(active, job)  # abandoned: recorded as skipped when the loop ends
+            self._schedule(job, active)  # abandoned: recorded as skipped when the loop ends
             return
         if job.generation != self.calls.generation:
             self._retry(job, active)  # credentials were renewed: this JobId is unreadable now
@@ -224,7 +271,7 @@ class AccountAdvisor:
         job.delay = min(max(job.delay * 1.5, self.settings.poll_interval_seconds / 4),
                         self.settings.max_poll_interval_seconds)
         job.next_check = min(now + job.delay, job.started + self.settings.job_timeout_seconds)
-        heapq.heappush(active, job)
+        self._schedule(job, active)
 
     def _failed_run(self, job: _Job, answer: dict[str, Any], active: list[_Job]) -> None:
         job.failed_runs += 1
@@ -316,6 +363,8 @@ class AccountAdvisor:
         self._done(job.outcome, job)
 
     def _done(self, outcome: EntityOutcome, job: _Job | None = None) -> None:
+        with self._lock:
+            self._jobs_open -= 1
         if job is not None:
             self.progress.add("jobs_in_flight", -1)
         self.progress.add("entities_done")

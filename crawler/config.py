@@ -259,6 +259,7 @@ _CONFIG = section(Config, {
         "accounts": integer(1, 256),
         "requests_per_second_per_account": optional(positive_number(1000)),
         "jobs_in_flight_per_account": integer(1, 1000),
+        "parallel_calls_per_account": integer(1, 64),
         "max_attempts": integer(1, 20),
         "retry_mode": choice(RETRY_MODES),
         "connect_timeout_seconds": positive_number(),

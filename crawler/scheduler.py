@@ -211,7 +211,8 @@ def _crawl(config: Config, factory: SessionFactory, account: Account, started: d
                              failure=Failure("inventory", error_code(error), error_message(error)))
     entities = select_entities(entities_of(details), config.entities)
     progress.add("entities_total", len(entities))
-    advisor = AccountAdvisor(calls, config.advisor, config.concurrency.jobs_in_flight_per_account, progress, stop)
+    advisor = AccountAdvisor(calls, config.advisor, config.concurrency.jobs_in_flight_per_account, progress, stop,
+                             parallel_calls=config.concurrency.parallel_calls_per_account)
     outcomes = advisor.run(entities)
     return AccountResult(account, role_arn, started, datetime.now(timezone.utc), outcomes)
 

@@ -170,7 +170,7 @@ class AccountSession:
             if service not in self._clients:
                 assert self._boto3 is not None, "start() the session first"
                 self._clients[service] = self._boto3.client(
-                    service, config=self.factory.client_config(self.factory.concurrency.jobs_in_flight_per_account))
+                    service, config=self.factory.client_config(self.factory.concurrency.parallel_calls_per_account))
             return self._clients[service]
 
     def renew(self) -> None:

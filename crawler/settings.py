@@ -134,6 +134,9 @@ class ConcurrencySettings:
     #: IAM requests per second per account; ``None`` lets the crawler find the rate itself.
     requests_per_second_per_account: float | None = None
     jobs_in_flight_per_account: int = 10
+    #: IAM calls one account may have in flight at once (the account's rate limit still applies):
+    #: more hides the latency of each call.
+    parallel_calls_per_account: int = 4
     max_attempts: int = 10
     retry_mode: str = "standard"
     connect_timeout_seconds: float = 10.0

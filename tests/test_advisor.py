@@ -22,23 +22,25 @@ COLUMNS = ("entity_arn", "service_namespace", "last_authenticated", "last_authen
            "total_authenticated_entities")
 
 
-def advise(sim, tmp_path: Path, account_id: str, settings: AdvisorSettings, window: int = 4):  # noqa: ANN001, ANN201
+def advise(sim, tmp_path: Path, account_id: str, settings: AdvisorSettings, window: int = 4,  # noqa: ANN001, ANN201
+           parallel_calls: int = 4):
     """Run the advisor over every entity of one account; return (outcomes, progress counters)."""
     config = crawl_config(tmp_path)
     factory = SessionFactory(config.aws, config.assume_role, config.concurrency)
     calls = AccountCalls(factory.enter_account(account_id), "iam", RateLimiter(None))
     entities = entities_of(get_authorization_details(calls, EntitySettings()))
     progress = Progress()
-    outcomes = AccountAdvisor(calls, settings, window, progress).run(entities)
+    outcomes = AccountAdvisor(calls, settings, window, progress, parallel_calls=parallel_calls).run(entities)
     return outcomes, progress.snapshot()
 
 
-@pytest.mark.parametrize("page_size, window", [(25, 1), (1000, 8)])
-def test_every_page_of_every_job_is_read(crawl_org, tmp_path: Path, page_size: int, window: int) -> None:
+@pytest.mark.parametrize("page_size, window, parallel_calls", [(25, 1, 1), (1000, 8, 4), (100, 3, 8)])
+def test_every_page_of_every_job_is_read(crawl_org, tmp_path: Path, page_size: int, window: int,
+                                         parallel_calls: int) -> None:
     sim = crawl_org(SPEC)
     account_id = sim.member_account_ids[0]
     settings = AdvisorSettings(page_size=page_size, poll_interval_seconds=0.02)
-    outcomes, counters = advise(sim, tmp_path, account_id, settings, window)
+    outcomes, counters = advise(sim, tmp_path, account_id, settings, window, parallel_calls)
     assert {outcome.outcome for outcome in outcomes} == {COMPLETED}
     got = [{"entity_arn": o.entity.arn, "service_namespace": s["ServiceNamespace"],
             "last_authenticated": s.get("LastAuthenticated"),
