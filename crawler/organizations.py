@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -28,6 +30,8 @@ _Answer = TypeVar("_Answer")
 PAGE_SIZE = 20
 #: What AWS names every organization's root (used when ListRoots leaves the name out).
 ROOT_NAME = "Root"
+#: Tag listings in flight at once during discovery (Organizations throttles early: keep it small).
+TAG_LISTING_THREADS = 4
 #: How often one listing is run again after a malformed answer before discovery gives up.
 MALFORMED_ATTEMPTS = 3
 _OU_ID_PREFIXES = ("r-", "ou-")
@@ -115,7 +119,7 @@ def _discover(client: Any) -> Discovery:
                              "try again later")
     needs_account_walk = any(chain_from_paths(item) is None for item in listed)
     tree = _walk_tree(client, with_accounts=needs_account_walk)
-    tags = {str(item["Id"]): _list_tags(client, str(item["Id"])) for item in listed}
+    tags = _list_all_tags(client, [str(item["Id"]) for item in listed])
     discovery = build_discovery(organization, listed, tree, tags)
     for account in discovery.accounts:
         if account.ou_path_ids is None:
@@ -144,6 +148,23 @@ def _list_organizational_units(client: Any, parent_id: str) -> list[Mapping[str,
 
 def _list_accounts_for_parent(client: Any, parent_id: str) -> list[Mapping[str, Any]]:
     return _paginate(client, "list_accounts_for_parent", "Accounts", page_size=PAGE_SIZE, ParentId=parent_id)
+
+
+def _list_all_tags(client: Any, account_ids: Sequence[str]) -> dict[str, list[Mapping[str, Any]]]:
+    """Tags of every account: one call each, a few at a time (a thousand accounts one by one take minutes)."""
+    failed = threading.Event()
+
+    def tags_of(account_id: str) -> list[Mapping[str, Any]]:
+        if failed.is_set():  # one listing failed after botocore's retries: the discovery fails, stop asking
+            return []
+        try:
+            return _list_tags(client, account_id)
+        except BaseException:
+            failed.set()
+            raise
+
+    with ThreadPoolExecutor(TAG_LISTING_THREADS, thread_name_prefix="tags") as pool:
+        return dict(zip(account_ids, pool.map(tags_of, account_ids), strict=True))
 
 
 def _list_tags(client: Any, account_id: str) -> list[Mapping[str, Any]]:
