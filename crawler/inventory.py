@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from crawler.settings import EntitySettings
+from crawler.timestamps import utc
 
 SERVICE_LINKED_PATH = "/aws-service-role/"
 #: GetAccountAuthorizationDetails filter names of each entity type.
@@ -104,7 +105,7 @@ def select_entities(entities: Iterable[Entity], settings: EntitySettings) -> lis
 def _user(user: dict[str, Any]) -> Entity:
     return Entity(
         type="USER", arn=user["Arn"], name=user["UserName"], id=user.get("UserId"), path=user.get("Path", "/"),
-        create_date=_utc(user.get("CreateDate")), tags=_tags(user.get("Tags")),
+        create_date=utc(user.get("CreateDate")), tags=_tags(user.get("Tags")),
         attached_policy_arns=_attached(user), inline_policy_names=_inline(user.get("UserPolicyList")),
         permissions_boundary_arn=_boundary(user), group_names=tuple(sorted(user.get("GroupList", []))))
 
@@ -114,16 +115,16 @@ def _role(role: dict[str, Any]) -> Entity:
     path = role.get("Path", "/")
     return Entity(
         type="ROLE", arn=role["Arn"], name=role["RoleName"], id=role.get("RoleId"), path=path,
-        create_date=_utc(role.get("CreateDate")), tags=_tags(role.get("Tags")),
+        create_date=utc(role.get("CreateDate")), tags=_tags(role.get("Tags")),
         attached_policy_arns=_attached(role), inline_policy_names=_inline(role.get("RolePolicyList")),
         permissions_boundary_arn=_boundary(role), is_service_linked=path.startswith(SERVICE_LINKED_PATH),
-        role_last_used=_utc(last_used.get("LastUsedDate")), role_last_used_region=last_used.get("Region"))
+        role_last_used=utc(last_used.get("LastUsedDate")), role_last_used_region=last_used.get("Region"))
 
 
 def _group(group: dict[str, Any], members: list[str]) -> Entity:
     return Entity(
         type="GROUP", arn=group["Arn"], name=group["GroupName"], id=group.get("GroupId"),
-        path=group.get("Path", "/"), create_date=_utc(group.get("CreateDate")),
+        path=group.get("Path", "/"), create_date=utc(group.get("CreateDate")),
         attached_policy_arns=_attached(group), inline_policy_names=_inline(group.get("GroupPolicyList")),
         member_names=tuple(members))
 
@@ -131,17 +132,8 @@ def _group(group: dict[str, Any], members: list[str]) -> Entity:
 def _policy(policy: dict[str, Any], aws_managed_arn_prefix: str) -> Entity:
     return Entity(
         type="POLICY", arn=policy["Arn"], name=policy["PolicyName"], id=policy.get("PolicyId"),
-        path=policy.get("Path", "/"), create_date=_utc(policy.get("CreateDate")),
+        path=policy.get("Path", "/"), create_date=utc(policy.get("CreateDate")),
         is_aws_managed=aws_managed_arn_prefix in policy["Arn"])
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """botocore parses timestamps tz-aware; a naive one would be UTC by AWS convention."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
 
 
 def _tags(tags: list[dict[str, str]] | None) -> tuple[tuple[str, str], ...]:

@@ -12,11 +12,12 @@ import io
 import json
 import unicodedata
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from crawler.errors import UsageError
 from crawler.organizations import Account
+from crawler.timestamps import utc
 
 FORMATS = ("table", "csv", "json")
 TABLE_COLUMNS = ("id", "name", "ou_path", "state", "tags")
@@ -134,8 +135,5 @@ def account_record(account: Account) -> dict[str, Any]:
 
 def iso_utc(value: datetime | None) -> str | None:
     """``2024-05-26T10:33:34Z`` (a naive datetime is taken as UTC)."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    moment = utc(value)
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None

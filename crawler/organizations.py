@@ -15,13 +15,14 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from crawler.errors import CrawlerError
 from crawler.settings import AccountFilter, OrganizationSettings
+from crawler.timestamps import utc
 
 log = logging.getLogger(__name__)
 _Answer = TypeVar("_Answer")
@@ -306,11 +307,7 @@ def split_name_path(path: str) -> tuple[str, ...]:
 
 def utc_datetime(value: Any) -> datetime | None:
     """A timezone-aware UTC datetime (a naive one is taken as UTC)."""
-    if not isinstance(value, datetime):
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    return utc(value) if isinstance(value, datetime) else None
 
 
 def sorted_tags(tags: Iterable[Mapping[str, Any]]) -> tuple[tuple[str, str], ...]:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from crawler.advisor import COMPLETED, DELETED, FAILED, TIMED_OUT, EntityOutcome, Failure
 from crawler.organizations import Account
+from crawler.timestamps import utc
 
 
 @dataclass(frozen=True)
@@ -39,15 +40,6 @@ class AccountResult:
     outcomes: Sequence[EntityOutcome] = ()
     failure: Failure | None = None
     skipped: bool = False
-
-
-def utc(moment: datetime | None) -> datetime | None:
-    """A timestamp in UTC (botocore's are tz-aware; a naive one is UTC by AWS convention)."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
 
 
 def _entity_keys(context: RunContext, outcome: EntityOutcome) -> dict[str, Any]:
