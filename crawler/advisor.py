@@ -9,6 +9,7 @@ it, so a job made before a credential renewal is generated again, not read.
 """
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -23,7 +24,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from crawler.calls import AccountCalls
+from crawler.calls import ANSWER_ERRORS, AccountCalls, MalformedAnswer, marker_pages
 from crawler.inventory import Entity
 from crawler.progress import Progress
 from crawler.sessions import AWS_ERRORS, error_code, error_message
@@ -78,10 +79,6 @@ class EntityOutcome:
 
 class _SessionLost(Exception):
     """The job can no longer be read in this session: generate it again."""
-
-
-class _MalformedAnswer(Exception):
-    """IAM answered something that cannot be right (no JobStatus, a Marker repeated)."""
 
 
 @dataclass
@@ -212,10 +209,7 @@ class AccountAdvisor:
 
     # -- reading ------------------------------------------------------------------------
     def _check(self, job: _Job, active: list[_Job]) -> None:
-        """Wait for the job's next check, then read it: done, failed, or rescheduled."""
-        wait = job.next_check - self.clock()
-        if wait > 0:
-            self.sleep(wait)
+        """Read a job that is due: done, failed, or rescheduled."""
         if self.stop.is_set():
             self._schedule(job, active)  # abandoned: recorded as skipped when the loop ends
             return
@@ -223,7 +217,8 @@ class AccountAdvisor:
             self._retry(job, active)  # credentials were renewed: this JobId is unreadable now
             return
         try:
-            first = self._read_page(job, None)
+            first = self._read("get_service_last_accessed_details", job, JobId=job.job_id,
+                               MaxItems=self.settings.page_size)
             status = first.get("JobStatus")
             if status == "COMPLETED":
                 self._collect(job, first)
@@ -232,23 +227,15 @@ class AccountAdvisor:
             elif status == "IN_PROGRESS":
                 self._still_running(job, active)
             else:
-                raise _MalformedAnswer(f"job {job.job_id} has no valid JobStatus ({status!r})")
+                raise MalformedAnswer(f"job {job.job_id} has no valid JobStatus ({status!r})")
         except _SessionLost:
             job.lost += 1
             if job.lost > MAX_LOST_JOBS:
                 self._finish(job, code="NoSuchEntity", message="the job vanished before it could be read")
             else:
                 self._retry(job, active)
-        except AWS_ERRORS as error:
+        except ANSWER_ERRORS as error:
             self._finish(job, code=error_code(error), message=error_message(error))
-        except _MalformedAnswer as error:
-            self._finish(job, code="MalformedAnswer", message=str(error))
-
-    def _read_page(self, job: _Job, marker: str | None) -> dict[str, Any]:
-        arguments: dict[str, Any] = {"JobId": job.job_id, "MaxItems": self.settings.page_size}
-        if marker:
-            arguments["Marker"] = marker
-        return self._read("get_service_last_accessed_details", job, **arguments)
 
     def _read(self, operation: str, job: _Job, **arguments: Any) -> dict[str, Any]:
         """Read a job; NoSuchEntity on a JobId means it was made by another session."""
@@ -287,15 +274,9 @@ class AccountAdvisor:
     def _collect(self, job: _Job, first: dict[str, Any]) -> None:
         """Every page of a completed job, then the drill-downs, all within this session."""
         outcome = job.outcome
-        services = list(first.get("ServicesLastAccessed", []))
-        answer, seen = first, set()
-        while answer.get("IsTruncated"):
-            marker = answer["Marker"]
-            if marker in seen:
-                raise _MalformedAnswer(f"IAM repeated a Marker of job {job.job_id}")
-            seen.add(marker)
-            answer = self._read_page(job, marker)
-            services.extend(answer.get("ServicesLastAccessed", []))
+        pages = marker_pages(functools.partial(self._read, job=job), "get_service_last_accessed_details", first,
+                             JobId=job.job_id, MaxItems=self.settings.page_size)
+        services = [service for page in pages for service in page.get("ServicesLastAccessed", [])]
         self._durations.append(self.clock() - job.started)
         outcome.services = services
         outcome.job_created_at = first.get("JobCreationDate")
@@ -303,7 +284,7 @@ class AccountAdvisor:
         if self.settings.entity_details and outcome.entity.type in DRILLDOWN_TYPES:
             try:
                 outcome.accessors = self._accessors(job, services)
-            except AWS_ERRORS as error:
+            except ANSWER_ERRORS as error:
                 outcome.failures.append(Failure("entity_details", error_code(error), error_message(error),
                                                 outcome.attempts, outcome.entity.arn))
         if self.settings.policies_granting_access and outcome.entity.type in POLICY_LOOKUP_TYPES:
@@ -318,18 +299,11 @@ class AccountAdvisor:
         for service in services:
             if service.get("LastAuthenticated") is None:
                 continue
-            namespace, items, marker = service["ServiceNamespace"], [], None
-            while True:
-                arguments: dict[str, Any] = {"JobId": job.job_id, "ServiceNamespace": namespace,
-                                             "MaxItems": self.settings.page_size}
-                if marker:
-                    arguments["Marker"] = marker
-                answer = self._read("get_service_last_accessed_details_with_entities", job, **arguments)
-                items.extend(answer.get("EntityDetailsList", []))
-                if not answer.get("IsTruncated"):
-                    break
-                marker = answer["Marker"]
-            accessors[namespace] = items
+            namespace = service["ServiceNamespace"]
+            pages = marker_pages(functools.partial(self._read, job=job),
+                                 "get_service_last_accessed_details_with_entities", JobId=job.job_id,
+                                 ServiceNamespace=namespace, MaxItems=self.settings.page_size)
+            accessors[namespace] = [item for page in pages for item in page.get("EntityDetailsList", [])]
         return accessors
 
     def _policies(self, outcome: EntityOutcome, services: list[dict[str, Any]]) -> None:
@@ -337,17 +311,11 @@ class AccountAdvisor:
         namespaces = [service["ServiceNamespace"] for service in services]
         try:
             for start in range(0, len(namespaces), NAMESPACES_PER_CALL):
-                batch, marker = namespaces[start:start + NAMESPACES_PER_CALL], None
-                while True:
-                    arguments: dict[str, Any] = {"Arn": outcome.entity.arn, "ServiceNamespaces": batch}
-                    if marker:
-                        arguments["Marker"] = marker
-                    answer = self.calls("list_policies_granting_service_access", **arguments)
-                    outcome.policies.extend(answer.get("PoliciesGrantingServiceAccess", []))
-                    if not answer.get("IsTruncated"):
-                        break
-                    marker = answer["Marker"]
-        except AWS_ERRORS as error:
+                pages = marker_pages(self.calls, "list_policies_granting_service_access", Arn=outcome.entity.arn,
+                                     ServiceNamespaces=namespaces[start:start + NAMESPACES_PER_CALL])
+                outcome.policies.extend(granting for page in pages
+                                        for granting in page.get("PoliciesGrantingServiceAccess", []))
+        except ANSWER_ERRORS as error:
             outcome.policies = []
             outcome.failures.append(Failure("policies", error_code(error), error_message(error),
                                             outcome.attempts, outcome.entity.arn))

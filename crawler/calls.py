@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from crawler.progress import Progress
 from crawler.ratelimit import RateLimiter
-from crawler.sessions import AccountSession, error_code
+from crawler.sessions import AWS_ERRORS, AccountSession, error_code
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,35 @@ THROTTLING_CODES = frozenset({"Throttling", "ThrottlingException", "TooManyReque
 #: Waits between attempts once botocore's own retries gave up on Throttling.
 PATIENCE_FIRST_PAUSE, PATIENCE_LONGEST_PAUSE = 2.0, 30.0
 EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired"})
+
+
+class MalformedAnswer(Exception):
+    """AWS answered something that cannot be right (a job without JobStatus, a Marker repeated)."""
+
+
+#: What a call can raise because of what AWS answered: recorded, never a reason to stop the crawl.
+ANSWER_ERRORS = (*AWS_ERRORS, MalformedAnswer)
+
+
+def marker_pages(call: Callable[..., dict[str, Any]], operation: str, first: dict[str, Any] | None = None,
+                 **arguments: Any) -> Iterator[dict[str, Any]]:
+    """Every page of a Marker-paginated IAM operation (botocore has no paginator for most of them).
+
+    Follows IsTruncated and Marker to the end, never counts items (IAM may return fewer than
+    MaxItems while more follow); ``first`` is a page already read. A Marker seen twice raises
+    MalformedAnswer instead of looping forever.
+    """
+    page = call(operation, **arguments) if first is None else first
+    seen: set[str] = set()
+    while True:
+        yield page
+        if not page.get("IsTruncated"):
+            return
+        marker = page["Marker"]
+        if marker in seen:
+            raise MalformedAnswer(f"{operation} repeated a Marker")
+        seen.add(marker)
+        page = call(operation, **arguments, Marker=marker)
 
 
 class AccountCalls:

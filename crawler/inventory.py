@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from crawler.calls import marker_pages
 from crawler.settings import EntitySettings
 from crawler.timestamps import utc
 
@@ -52,17 +53,10 @@ def get_authorization_details(call: Call, settings: EntitySettings, page_size: i
     if settings.aws_managed_policies:
         filters.append(AWS_MANAGED_FILTER)
     details: dict[str, list] = {"UserDetailList": [], "GroupDetailList": [], "RoleDetailList": [], "Policies": []}
-    marker: str | None = None
-    while True:
-        arguments: dict[str, Any] = {"Filter": filters, "MaxItems": page_size}
-        if marker:
-            arguments["Marker"] = marker
-        page = call("get_account_authorization_details", **arguments)
+    for page in marker_pages(call, "get_account_authorization_details", Filter=filters, MaxItems=page_size):
         for key, items in details.items():
             items.extend(page.get(key, []))
-        if not page.get("IsTruncated"):
-            return details
-        marker = page["Marker"]
+    return details
 
 
 def entities_of(details: dict[str, list], aws_managed_arn_prefix: str = ":iam::aws:policy/") -> list[Entity]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from crawler import __version__
 from crawler.advisor import FAILED, SKIPPED, TIMED_OUT, AccountAdvisor, Failure
-from crawler.calls import AccountCalls
+from crawler.calls import ANSWER_ERRORS, AccountCalls
 from crawler.config import config_digest
 from crawler.dataset import INTERRUPTED, RUNNING, Dataset, DatasetError
 from crawler.errors import Interrupted
@@ -33,7 +33,7 @@ from crawler.progress import Progress
 from crawler.ratelimit import RateLimiter
 from crawler.rows import AccountResult, RunContext, account_tables
 from crawler.runs import AccountSummary, plan_run
-from crawler.sessions import AWS_ERRORS, EnterAccountError, SessionFactory, error_code, error_message
+from crawler.sessions import EnterAccountError, SessionFactory, error_code, error_message
 from crawler.settings import Config
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def _crawl(config: Config, factory: SessionFactory, account: Account, started: d
                          config.concurrency.throttle_patience_seconds, stop)
     try:
         details = get_authorization_details(calls, config.entities, config.advisor.page_size)
-    except AWS_ERRORS as error:
+    except ANSWER_ERRORS as error:
         log.warning("inventory failed: %s", error_code(error), extra={"account_id": account.id})
         return AccountResult(account, role_arn, started, datetime.now(timezone.utc),
                              failure=Failure("inventory", error_code(error), error_message(error)))
