@@ -1,11 +1,14 @@
 """Test-wide safety: no test may reach real AWS or read someone's credentials."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from crawler.sim import FaultPlan, OrgSpec, SimulatedOrganization
 from tests.helpers import SIM_PROFILE
 
 FAKE_ENV = {
@@ -38,25 +41,31 @@ def fake_aws_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
 
 
 @pytest.fixture
-def crawl_org(fake_aws_environment: Path) -> Iterator:
-    """Start a simulated organization in process and point the AWS profile ``sim`` at it.
+def make_org() -> Iterator[Callable[..., SimulatedOrganization]]:
+    """Start organizations with a spec, faults and options, in moto's in-process mock; stopped after the test."""
+    with contextlib.ExitStack() as started:
+
+        def start(spec: OrgSpec | None = None, faults: FaultPlan | None = None,
+                  **options: Any) -> SimulatedOrganization:
+            sim = SimulatedOrganization(spec or OrgSpec(accounts=4, entities=14, seed=11), faults, **options)
+            started.enter_context(sim.in_process())
+            return sim
+
+        yield start
+
+
+@pytest.fixture
+def crawl_org(make_org: Callable[..., SimulatedOrganization],
+              fake_aws_environment: Path) -> Callable[..., SimulatedOrganization]:
+    """Start an organization (as ``make_org``) and point the AWS profile ``sim`` at it.
 
     The crawler reaches it exactly as it would reach AWS: through a named profile in the
     standard AWS config files (moto's in-process mock answers every botocore request).
     """
-    from crawler.sim import SimulatedOrganization
 
-    started = []
-
-    def start(spec: object = None, faults: object = None, **options: object) -> SimulatedOrganization:
-        sim = SimulatedOrganization(spec, faults, **options)  # type: ignore[arg-type]
-        context = sim.in_process()
-        context.__enter__()
-        started.append(context)
+    def start(spec: OrgSpec | None = None, faults: FaultPlan | None = None, **options: Any) -> SimulatedOrganization:
+        sim = make_org(spec, faults, **options)
         sim.write_aws_config(fake_aws_environment, profile=SIM_PROFILE)
         return sim
 
-    yield start
-    for context in reversed(started):
-        context.__exit__(None, None, None)
-
+    return start

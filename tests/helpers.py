@@ -22,6 +22,12 @@ def crawl_config(output: Path, **sections: Any) -> Config:
     return replace(config, **sections)
 
 
+def crawlable(sim: Any) -> set[str]:
+    """Accounts a default crawl of a SimulatedOrganization can enter: ACTIVE, with the crawler role."""
+    return {account_id for account_id, model in sim.model.accounts.items()
+            if model.account.state == "ACTIVE" and model.has_crawler_role}
+
+
 def read_rows(root: str | Path, table: str) -> list[dict[str, Any]]:
     """Every row of a published table (all snapshots), as dicts, partition column included."""
     dataset = ds.dataset(Path(root) / table, format="parquet", partitioning="hive")

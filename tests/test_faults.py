@@ -12,17 +12,12 @@ from crawler.dataset import DatasetError, read_manifest
 from crawler.scheduler import run_crawl
 from crawler.settings import ConcurrencySettings, LoggingSettings, OutputSettings
 from crawler.sim import FaultPlan, OrgSpec, RequestFaults
-from tests.helpers import crawl_config, project, read_rows
+from tests.helpers import crawl_config, crawlable, project, read_rows
 
 SPEC = OrgSpec(accounts=3, entities=8, seed=17)
 COLUMNS = ("account_id", "entity_arn", "service_namespace", "last_authenticated", "last_authenticated_entity")
 ORGANIZATIONS_CALLS = ("DescribeOrganization", "ListAccounts", "ListRoots", "ListOrganizationalUnitsForParent",
                        "ListTagsForResource")
-
-
-def crawlable(sim) -> set[str]:  # noqa: ANN001 - a SimulatedOrganization
-    """ACTIVE accounts with the crawler role."""
-    return {i for i, m in sim.model.accounts.items() if m.account.state == "ACTIVE" and m.has_crawler_role}
 
 
 def assert_equals_truth(sim, root: Path, accounts: set[str]) -> None:  # noqa: ANN001

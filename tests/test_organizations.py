@@ -1,7 +1,6 @@
 """Account discovery against the simulated organization, the pure transforms, and the account filters."""
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -34,20 +33,9 @@ ONE_RETRY = Config(retries={"total_max_attempts": 2, "mode": "standard"})
 
 
 @pytest.fixture
-def start_org() -> Iterator[Any]:
-    """Start a simulated organization (in process) with the given options; stopped after the test."""
-    contexts = []
-
-    def start(**options: Any) -> SimulatedOrganization:
-        sim = SimulatedOrganization(SPEC, **options)
-        context = sim.in_process()
-        context.__enter__()
-        contexts.append(context)
-        return sim
-
-    yield start
-    for context in reversed(contexts):
-        context.__exit__(None, None, None)
+def start_org(make_org: Any) -> Any:
+    """Start the 26-account organization (in process) with the given options; stopped after the test."""
+    return lambda **options: make_org(SPEC, **options)
 
 
 def expected_account(sim: SimulatedOrganization, account_id: str) -> Account:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -236,66 +237,61 @@ def test_a_throttle_never_raises_a_configured_rate_below_the_minimum(fake: FakeT
     assert limiter.rate <= 0.2
 
 
-@pytest.mark.parametrize("rate", [5.0, 50.0])
-def test_threads_sharing_a_limiter_never_get_more_than_the_simulated_time_allows(fake: FakeTime, rate: float) -> None:
-    limiter = limiter_on(fake, rate)
-    threads, per_thread = 8, 150
+def run_together(work: Callable[[int], None], threads: int) -> None:
+    """Run ``work(0)`` .. ``work(threads - 1)`` in threads released at the same moment; all must end cleanly."""
     barrier = threading.Barrier(threads)
     errors: list[BaseException] = []
 
-    def work() -> None:
+    def run(index: int) -> None:
         try:
             barrier.wait()
-            for _ in range(per_thread):
-                limiter.acquire()
+            work(index)
         except BaseException as error:
             errors.append(error)
 
-    workers = [threading.Thread(target=work) for _ in range(threads)]
+    workers = [threading.Thread(target=run, args=(index,)) for index in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(timeout=30)
-
     assert not errors
     assert not any(worker.is_alive() for worker in workers)
+
+
+@pytest.mark.parametrize("rate", [5.0, 50.0])
+def test_threads_sharing_a_limiter_never_get_more_than_the_simulated_time_allows(fake: FakeTime, rate: float) -> None:
+    limiter = limiter_on(fake, rate)
+    threads, per_thread = 8, 150
+
+    def work(_: int) -> None:
+        for _ in range(per_thread):
+            limiter.acquire()
+
+    run_together(work, threads)
     assert threads * per_thread <= 1 + rate * (fake.now - START) + 1e-6
 
 
 def test_concurrent_acquire_throttled_and_succeeded_keep_count_and_bounds(fake: FakeTime) -> None:
     limiter = limiter_on(fake, 40.0)
     threads, per_thread = 8, 300
-    barrier = threading.Barrier(threads)
-    errors: list[BaseException] = []
     rates: list[float] = []
     throttled: list[int] = []
     rates_lock = threading.Lock()
 
     def work(seed: int) -> None:
         rng = random.Random(seed)
-        try:
-            barrier.wait()
-            for _ in range(per_thread):
-                limiter.acquire()
-                if rng.random() < 0.2:
-                    limiter.throttled()
-                    with rates_lock:
-                        throttled.append(seed)
-                else:
-                    limiter.succeeded()
+        for _ in range(per_thread):
+            limiter.acquire()
+            if rng.random() < 0.2:
+                limiter.throttled()
                 with rates_lock:
-                    rates.append(limiter.rate)
-        except BaseException as error:
-            errors.append(error)
+                    throttled.append(seed)
+            else:
+                limiter.succeeded()
+            with rates_lock:
+                rates.append(limiter.rate)
 
-    workers = [threading.Thread(target=work, args=(seed,)) for seed in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=30)
-
-    assert not errors
-    assert not any(worker.is_alive() for worker in workers)
+    run_together(work, threads)
     assert limiter.throttles == len(throttled) > 0
     assert len(rates) == threads * per_thread
     assert all(MINIMUM_RATE <= rate <= 40.0 for rate in rates)

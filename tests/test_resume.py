@@ -85,6 +85,16 @@ def stable(row: dict) -> dict:
     return row
 
 
+def start_crawl_until_an_account_is_staged(env: dict[str, str], config: Path,
+                                           output: Path) -> subprocess.Popen[str]:
+    """A crawl in its own process, once it has staged its first account (or after two minutes)."""
+    crawl = start_crawl(env, config, output)
+    deadline = time.monotonic() + 120
+    while staged_accounts(output) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return crawl
+
+
 def staged_accounts(output: Path) -> int:
     """Accounts staged completely so far (DONE markers)."""
     return len(list((output / "_staging").glob("*/*/*/DONE")))
@@ -109,10 +119,7 @@ def reference(simulator: dict[str, str], config: Path, tmp_path: Path) -> dict[s
 def test_sigterm_stops_cleanly_and_the_next_run_resumes(simulator: dict[str, str], config: Path, tmp_path: Path,
                                                         reference: dict[str, list[tuple]]) -> None:
     output = tmp_path / "out"
-    crawl = start_crawl(simulator, config, output)
-    deadline = time.monotonic() + 120
-    while staged_accounts(output) < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    crawl = start_crawl_until_an_account_is_staged(simulator, config, output)
     crawl.send_signal(signal.SIGTERM)
     stopped_at = time.monotonic()
     _, stderr = crawl.communicate(timeout=60)
@@ -157,10 +164,7 @@ def test_a_second_signal_quits_at_once_and_the_run_still_resumes(simulator: dict
                                                                   tmp_path: Path,
                                                                   reference: dict[str, list[tuple]]) -> None:
     output = tmp_path / "out"
-    crawl = start_crawl(simulator, config, output)
-    deadline = time.monotonic() + 120
-    while staged_accounts(output) < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    crawl = start_crawl_until_an_account_is_staged(simulator, config, output)
     crawl.send_signal(signal.SIGINT)
     time.sleep(0.05)
     crawl.send_signal(signal.SIGINT)

@@ -13,7 +13,7 @@ from crawler import schema
 from crawler.scheduler import run_crawl
 from crawler.settings import AdvisorSettings, AssumeRoleSettings, OrganizationSettings, StaticAccount
 from crawler.sim import FaultPlan, OrgSpec
-from tests.helpers import crawl_config, project, read_rows
+from tests.helpers import crawl_config, crawlable, project, read_rows
 
 SERVICE_COLUMNS = ("account_id", "entity_type", "entity_arn", "entity_name", "entity_path", "service_namespace",
                    "service_name", "last_authenticated", "last_authenticated_entity", "last_authenticated_region",
@@ -21,12 +21,6 @@ SERVICE_COLUMNS = ("account_id", "entity_type", "entity_arn", "entity_name", "en
 ACTION_COLUMNS = ("account_id", "entity_type", "entity_arn", "entity_name", "entity_path", "service_namespace",
                   "action_name", "last_accessed_time", "last_accessed_entity", "last_accessed_region")
 SPEC = OrgSpec(accounts=4, entities=14, seed=11)
-
-
-def crawlable(sim) -> set[str]:  # noqa: ANN001 - a SimulatedOrganization
-    """Accounts a default crawl can enter: ACTIVE, with the crawler role."""
-    return {account_id for account_id, model in sim.model.accounts.items()
-            if model.account.state == "ACTIVE" and model.has_crawler_role}
 
 
 def truth(rows: list[dict], accounts: set[str]) -> list[dict]:

@@ -32,8 +32,8 @@ from crawler.settings import AccountFilter, AdvisorSettings, LoggingSettings, Or
 from crawler.sim import OrgSpec, SimulatedOrganization
 from crawler.sim.generator import HOSTILE_ACCOUNT_NAMES, HOSTILE_IAM_NAMES, HOSTILE_OU_NAMES, HOSTILE_PATHS
 from crawler.sim.model import Entity, OrganizationModel
-from tests.helpers import SIM_PROFILE, crawl_config, project, read_rows
-from tests.test_scheduler import SERVICE_COLUMNS, crawlable, truth
+from tests.helpers import SIM_PROFILE, crawl_config, crawlable, project, read_rows
+from tests.test_scheduler import SERVICE_COLUMNS, truth
 
 #: 13 members: the 12 hostile account names on ACTIVE accounts, the last member SUSPENDED.
 SPEC = OrgSpec(accounts=13, entities=12, seed=5, hostile_names=True)

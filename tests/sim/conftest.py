@@ -1,11 +1,11 @@
-"""Fixtures that start simulated organizations (in process, or on loopback HTTP)."""
+"""Fixtures that start simulated organizations (``make_org`` is shared, in tests/conftest.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
 
-from crawler.sim import FaultPlan, OrgSpec, SimulatedOrganization
+from crawler.sim import OrgSpec, SimulatedOrganization
 
 
 @pytest.fixture
@@ -14,23 +14,6 @@ def small_org() -> Iterator[SimulatedOrganization]:
     sim = SimulatedOrganization(OrgSpec(accounts=4, entities=14, seed=11))
     with sim.in_process():
         yield sim
-
-
-@pytest.fixture
-def make_org() -> Iterator:
-    """Start an organization with the given spec and faults (in process); stopped after the test."""
-    started = []
-
-    def start(spec: OrgSpec | None = None, faults: FaultPlan | None = None, **options: object) -> SimulatedOrganization:
-        sim = SimulatedOrganization(spec or OrgSpec(accounts=4, entities=14, seed=11), faults, **options)
-        context = sim.in_process()
-        context.__enter__()
-        started.append(context)
-        return sim
-
-    yield start
-    for context in reversed(started):
-        context.__exit__(None, None, None)
 
 
 @pytest.fixture
