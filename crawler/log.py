@@ -60,10 +60,8 @@ def log_file_path(settings: LoggingSettings, output_path: str) -> Path | None:
 
 def configure_logging(settings: LoggingSettings, output_path: str, console: TextIO | None = None) -> Path | None:
     """Install the console and file handlers on the ``crawler`` logger; return the log file path."""
+    close_logging()
     logger = logging.getLogger(LOGGER)
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     console_handler = logging.StreamHandler(console or sys.stderr)
