@@ -33,6 +33,7 @@ from crawler.sim import OrgSpec, SimulatedOrganization
 from crawler.sim.generator import HOSTILE_ACCOUNT_NAMES, HOSTILE_IAM_NAMES, HOSTILE_OU_NAMES, HOSTILE_PATHS
 from crawler.sim.model import Entity, OrganizationModel
 from tests.helpers import SIM_PROFILE, crawl_config, crawlable, project, read_rows
+from tests.sim.helpers import all_pages
 from tests.test_scheduler import SERVICE_COLUMNS, truth
 
 #: 13 members: the 12 hostile account names on ACTIVE accounts, the last member SUSPENDED.
@@ -119,16 +120,9 @@ def raw_strings(root: Path, table: str, column: str) -> list[bytes]:
 # -- the simulator carries the names exactly -------------------------------------------------------
 def authorization_details(iam: Any) -> dict[str, list[dict[str, Any]]]:
     """Every page of GetAccountAuthorizationDetails, following Marker."""
-    details: dict[str, list[dict[str, Any]]] = {"UserDetailList": [], "GroupDetailList": [], "RoleDetailList": [],
-                                                "Policies": []}
-    arguments: dict[str, Any] = {}
-    while True:
-        page = iam.get_account_authorization_details(**arguments)
-        for key, items in details.items():
-            items.extend(page.get(key, []))
-        if not page["IsTruncated"]:
-            return details
-        arguments = {"Marker": page["Marker"]}
+    pages = all_pages(iam.get_account_authorization_details)
+    return {key: [item for page in pages for item in page.get(key, [])]
+            for key in ("UserDetailList", "GroupDetailList", "RoleDetailList", "Policies")}
 
 
 def served_entities(details: dict[str, list[dict[str, Any]]]) -> dict[str, tuple[Any, ...]]:
