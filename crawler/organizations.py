@@ -13,7 +13,7 @@ import fnmatch
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -31,8 +31,8 @@ _Answer = TypeVar("_Answer")
 PAGE_SIZE = 20
 #: What AWS names every organization's root (used when ListRoots leaves the name out).
 ROOT_NAME = "Root"
-#: Tag listings in flight at once during discovery (Organizations throttles early: keep it small).
-TAG_LISTING_THREADS = 4
+#: Organizations calls in flight at once during discovery (it throttles early: keep it small).
+DISCOVERY_THREADS = 4
 #: How often one listing is run again after a malformed answer before discovery gives up.
 MALFORMED_ATTEMPTS = 3
 _OU_ID_PREFIXES = ("r-", "ou-")
@@ -119,9 +119,15 @@ def _discover(client: Any) -> Discovery:
         raise DiscoveryError("AWS Organizations ListAccounts listed no account, not even the management account; "
                              "try again later")
     needs_account_walk = any(chain_from_paths(item) is None for item in listed)
-    tree = _walk_tree(client, with_accounts=needs_account_walk)
-    tags = _list_all_tags(client, [str(item["Id"]) for item in listed])
-    discovery = build_discovery(organization, listed, tree, tags)
+    # Tags and the OU tree share one small pool: the tag listings are queued first and the tree's
+    # levels behind them, so a few calls are always in flight and no more (Organizations throttles early).
+    pool = ThreadPoolExecutor(DISCOVERY_THREADS, thread_name_prefix="discovery")
+    try:
+        tags = _list_all_tags(client, [str(item["Id"]) for item in listed], pool)
+        tree = _walk_tree(client, needs_account_walk, pool)
+        discovery = build_discovery(organization, listed, tree, tags.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     for account in discovery.accounts:
         if account.ou_path_ids is None:
             log.warning("account %s has no OU path: neither in Paths nor found under any OU", account.id)
@@ -151,7 +157,19 @@ def _list_accounts_for_parent(client: Any, parent_id: str) -> list[Mapping[str, 
     return _paginate(client, "list_accounts_for_parent", "Accounts", page_size=PAGE_SIZE, ParentId=parent_id)
 
 
-def _list_all_tags(client: Any, account_ids: Sequence[str]) -> dict[str, list[Mapping[str, Any]]]:
+class _PendingTags:
+    """Tag listings submitted to a pool; :meth:`result` waits for all of them."""
+
+    def __init__(self, account_ids: Sequence[str], futures: Sequence[Future[list[Mapping[str, Any]]]]) -> None:
+        self._account_ids, self._futures = account_ids, futures
+
+    def result(self) -> dict[str, list[Mapping[str, Any]]]:
+        """Every account's tags by id; the first failed listing raises."""
+        return {account_id: future.result() for account_id, future in zip(self._account_ids, self._futures,
+                                                                           strict=True)}
+
+
+def _list_all_tags(client: Any, account_ids: Sequence[str], pool: ThreadPoolExecutor) -> _PendingTags:
     """Tags of every account: one call each, a few at a time (a thousand accounts one by one take minutes)."""
     failed = threading.Event()
 
@@ -164,8 +182,7 @@ def _list_all_tags(client: Any, account_ids: Sequence[str]) -> dict[str, list[Ma
             failed.set()
             raise
 
-    with ThreadPoolExecutor(TAG_LISTING_THREADS, thread_name_prefix="tags") as pool:
-        return dict(zip(account_ids, pool.map(tags_of, account_ids), strict=True))
+    return _PendingTags(account_ids, [pool.submit(tags_of, account_id) for account_id in account_ids])
 
 
 def _list_tags(client: Any, account_id: str) -> list[Mapping[str, Any]]:
@@ -202,24 +219,31 @@ def _retry_malformed(operation: str, call: Callable[[], _Answer]) -> _Answer:
     raise AssertionError("unreachable")
 
 
-def _walk_tree(client: Any, with_accounts: bool) -> OrganizationTree:
-    """Walk the OU tree top-down once; list each parent's accounts too when ``with_accounts``
-    (one more call per OU, needed only when some account came without ``Paths``)."""
+def _walk_tree(client: Any, with_accounts: bool, pool: ThreadPoolExecutor) -> OrganizationTree:
+    """Walk the OU tree top-down once, the parents of one level listed in parallel; list each
+    parent's accounts too when ``with_accounts`` (one more call per OU, needed only when some
+    account came without ``Paths``)."""
     names: dict[str, str] = {}
     chains: dict[str, tuple[str, ...]] = {}
-    pending: list[tuple[str, ...]] = []
+    level: list[tuple[str, ...]] = []
     for root in _list_roots(client):
         names[root["Id"]] = root.get("Name") or ROOT_NAME
-        pending.append((root["Id"],))
-    while pending:
-        chain = pending.pop()
-        if with_accounts:
-            for item in _list_accounts_for_parent(client, chain[-1]):
+        level.append((root["Id"],))
+
+    def children(chain: tuple[str, ...]) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+        accounts = _list_accounts_for_parent(client, chain[-1]) if with_accounts else []
+        return accounts, _list_organizational_units(client, chain[-1])
+
+    while level:
+        next_level: list[tuple[str, ...]] = []
+        for chain, (accounts, units) in zip(level, pool.map(children, level), strict=True):
+            for item in accounts:
                 chains[str(item["Id"])] = chain
-        for unit in _list_organizational_units(client, chain[-1]):
-            if unit["Id"] not in names:  # a cycle cannot happen in AWS; never loop on a bad answer
-                names[unit["Id"]] = unit.get("Name", "")
-                pending.append((*chain, unit["Id"]))
+            for unit in units:
+                if unit["Id"] not in names:  # a cycle cannot happen in AWS; never loop on a bad answer
+                    names[unit["Id"]] = unit.get("Name", "")
+                    next_level.append((*chain, unit["Id"]))
+        level = next_level
     return OrganizationTree(names, chains)
 
 

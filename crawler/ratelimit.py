@@ -29,6 +29,8 @@ class RateLimiter:
         self.rate = rate if rate is not None else ADAPTIVE_START
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
+        # One token, not a full bucket: others may be using the account's IAM bucket too, and a
+        # full start was measured to cost throttled calls for a gain of at most one second.
         self._tokens = 1.0
         self._updated = clock()
         self._last_cut = float("-inf")

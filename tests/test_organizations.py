@@ -10,8 +10,8 @@ from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
 
 from crawler.organizations import (
+    DISCOVERY_THREADS,
     MALFORMED_ATTEMPTS,
-    TAG_LISTING_THREADS,
     Account,
     Discovery,
     DiscoveryError,
@@ -111,7 +111,7 @@ def test_throttling_left_to_botocore_then_reported(start_org: Any, operation: st
     assert caught.value.code == "TooManyRequestsException"
     # botocore retried once; discovery did not retry on its own (tags: a few accounts at once, then it stops)
     calls = management_calls(sim, operation)
-    assert calls == 2 if operation == "ListAccounts" else (calls % 2 == 0 and 2 <= calls <= 2 * TAG_LISTING_THREADS)
+    assert calls == 2 if operation == "ListAccounts" else (calls % 2 == 0 and 2 <= calls <= 2 * DISCOVERY_THREADS)
 
 
 def test_malformed_answers_are_retried_then_reported(start_org: Any) -> None:
