@@ -133,7 +133,7 @@ class ConcurrencySettings:
     accounts: int = 8
     #: IAM requests per second per account; ``None`` lets the crawler find the rate itself.
     requests_per_second_per_account: float | None = None
-    jobs_in_flight_per_account: int = 10
+    jobs_in_flight_per_account: int = 50
     #: IAM calls one account may have in flight at once (the account's rate limit still applies):
     #: more hides the latency of each call.
     parallel_calls_per_account: int = 4
