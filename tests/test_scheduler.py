@@ -11,7 +11,13 @@ import pytest
 
 from crawler import schema
 from crawler.scheduler import run_crawl
-from crawler.settings import AdvisorSettings, AssumeRoleSettings, OrganizationSettings, StaticAccount
+from crawler.settings import (
+    AdvisorSettings,
+    AssumeRoleSettings,
+    ConcurrencySettings,
+    OrganizationSettings,
+    StaticAccount,
+)
 from crawler.sim import FaultPlan, OrgSpec
 from tests.helpers import crawl_config, crawlable, project, read_rows
 
@@ -258,3 +264,31 @@ def test_filters_choose_the_accounts_crawled(crawl_org, tmp_path: Path) -> None:
     run_crawl(crawl_config(tmp_path / "tag", organization=by_tag))
     assert {row["account_id"] for row in read_rows(tmp_path / "tag", "accounts")} == \
         {i for i, a in accounts.items() if a.tags.get("team") == team}
+
+
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    """The most intervals that overlap at one moment."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    best = current = 0
+    for _, step in edges:
+        current += step
+        best = max(best, current)
+    return best
+
+
+def test_concurrency_limits_are_respected_and_used(crawl_org, tmp_path: Path) -> None:
+    """Accounts at once, jobs open per account and IAM calls in flight per account, as the
+    simulator saw them, never exceed the settings, and reach them (the limits are not idle)."""
+    sim = crawl_org(OrgSpec(accounts=6, entities=12, seed=5), FaultPlan.uniform(latency_ms=20, job_seconds=0.2))
+    limits = ConcurrencySettings(accounts=2, jobs_in_flight_per_account=3, parallel_calls_per_account=2,
+                                 max_attempts=4)
+    summary = run_crawl(crawl_config(tmp_path, concurrency=limits))
+
+    crawled = crawlable(sim)
+    assert summary.complete and summary.manifest["entities"] == {"completed": len(read_rows(tmp_path, "entities"))}
+    state = sim.state
+    assert set(state.iam_span) == crawled
+    assert most_at_once(list(state.iam_span.values())) == limits.accounts
+    assert max(state.peak_open_jobs[account] for account in crawled) == limits.jobs_in_flight_per_account
+    assert max(state.peak_iam_in_flight[account] for account in crawled) == limits.parallel_calls_per_account
+    assert all(state.open_jobs[account] == 0 for account in crawled)

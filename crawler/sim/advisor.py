@@ -177,6 +177,7 @@ def generate_service_last_accessed_details(response: Any, state: SimState) -> di
               entity_info={principal: entity_info(iam, principal) for principal in entity.principals})
     with state.lock:
         state.jobs[job.id] = job
+    state.job_opened(account_id)
     return {"JobId": job.id}
 
 
@@ -231,6 +232,7 @@ def get_service_last_accessed_details(response: Any, state: SimState) -> dict[st
     job = find_job(response, state, "entity")
     asked = max_items(response)
     status = job.status(time.time())
+    state.job_read(job, status)
     result: dict[str, Any] = {"JobStatus": status, "JobType": job.job_type, "JobCreationDate": job.created,
                               "ServicesLastAccessed": []}
     if status == "IN_PROGRESS":

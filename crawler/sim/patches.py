@@ -113,18 +113,25 @@ def _dispatch(self: Any, request: Any, full_url: Any = None, headers: Any = None
             self.setup_class(request, full_url, headers)
         operation = self._get_action()
         account = self.current_account
-        malformed = _inject_faults(state, service, operation, account, self.get_access_key())
-        if malformed:
-            return 200, {"Content-Type": "text/xml" if service in QUERY_NAMESPACES else "application/x-amz-json-1.1"}, \
-                _MALFORMED[service in QUERY_NAMESPACES]
-        with state.lock:
-            answer = self.call_action()
-        if state.roll() < state.faults.for_account(account).request_fault("drop_rate", operation):
-            state.record("dropped", account, operation)
-            return _drop_connection(request)
-        return answer
+        if service != "iam":
+            return _serve(self, state, service, operation, account, request)
+        with state.iam_request(account):
+            return _serve(self, state, service, operation, account, request)
     except SimError as error:
         return render_error(service, error)
+
+
+def _serve(self: Any, state: SimState, service: str, operation: str, account: str, request: Any) -> Any:
+    malformed = _inject_faults(state, service, operation, account, self.get_access_key())
+    if malformed:
+        return 200, {"Content-Type": "text/xml" if service in QUERY_NAMESPACES else "application/x-amz-json-1.1"}, \
+            _MALFORMED[service in QUERY_NAMESPACES]
+    with state.lock:
+        answer = self.call_action()
+    if state.roll() < state.faults.for_account(account).request_fault("drop_rate", operation):
+        state.record("dropped", account, operation)
+        return _drop_connection(request)
+    return answer
 
 
 def _drop_connection(request: Any) -> Any:

@@ -68,6 +68,8 @@ class Job:
     entity_info: dict[str, dict[str, str]] = field(default_factory=dict)
     access_details: list[dict[str, Any]] = field(default_factory=list)
     services_accessible: int = 0
+    #: A read has returned the job's final status (COMPLETED or FAILED): it no longer counts as open.
+    closed: bool = False
 
     def status(self, now: float) -> str:
         """IN_PROGRESS until the job's duration has passed (forever when stuck)."""
@@ -101,6 +103,14 @@ class SimState:
         self.throttled: Counter[str] = Counter()
         self._buckets: dict[str, TokenBucket] = {}
         self._first_iam_call: dict[str, float] = {}
+        #: IAM requests being served per account now, the most there ever were, and when each
+        #: account's first and last IAM requests arrived (monotonic seconds).
+        self.iam_in_flight: Counter[str] = Counter()
+        self.peak_iam_in_flight: Counter[str] = Counter()
+        self.iam_span: dict[str, tuple[float, float]] = {}
+        #: Entity jobs per account generated and not yet read to their final status; the peak.
+        self.open_jobs: Counter[str] = Counter()
+        self.peak_open_jobs: Counter[str] = Counter()
         self._random = random.Random(org.seed)
         self._counter_lock = threading.Lock()
 
@@ -113,6 +123,23 @@ class SimState:
         """Count a request (every request, answered or not)."""
         with self._counter_lock:
             self.calls[(account_id, operation)] += 1
+
+    def iam_request(self, account_id: str) -> _IamRequest:
+        """``with state.iam_request(account):`` around the serving of one IAM request."""
+        return _IamRequest(self, account_id)
+
+    def job_opened(self, account_id: str) -> None:
+        """An entity job was generated."""
+        with self._counter_lock:
+            self.open_jobs[account_id] += 1
+            self.peak_open_jobs[account_id] = max(self.peak_open_jobs[account_id], self.open_jobs[account_id])
+
+    def job_read(self, job: Job, status: str) -> None:
+        """A read of ``job`` answered ``status``; the first final one closes it."""
+        with self._counter_lock:
+            if status in ("COMPLETED", "FAILED") and not job.closed:
+                job.closed = True
+                self.open_jobs[job.account_id] -= 1
 
     def roll(self) -> float:
         """A random number for per-request faults."""
@@ -145,6 +172,23 @@ class SimState:
             if bucket is None or bucket.rate != rate:
                 bucket = self._buckets[account_id] = TokenBucket(rate, burst)
             return bucket
+
+
+class _IamRequest:
+    def __init__(self, state: SimState, account_id: str) -> None:
+        self.state, self.account_id = state, account_id
+
+    def __enter__(self) -> None:
+        state, account = self.state, self.account_id
+        with state._counter_lock:
+            now = time.monotonic()
+            state.iam_span[account] = (state.iam_span.get(account, (now, now))[0], now)
+            state.iam_in_flight[account] += 1
+            state.peak_iam_in_flight[account] = max(state.peak_iam_in_flight[account], state.iam_in_flight[account])
+
+    def __exit__(self, *_: object) -> None:
+        with self.state._counter_lock:
+            self.state.iam_in_flight[self.account_id] -= 1
 
 
 _active: SimState | None = None
