@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from crawler import bench
+from crawler.bench import cli, targets
+from crawler.bench import measure as bench
 
 CRAWLER = [sys.executable, "-m", "crawler"]
 
@@ -29,6 +30,46 @@ def test_adaptive_config_leaves_the_rate_to_the_crawler(tmp_path: Path) -> None:
     adaptive = bench.crawler_config(bench.BenchSettings(rate=7, adaptive=True), tmp_path)
     assert "requests_per_second_per_account: 7.0" in fixed
     assert "requests_per_second_per_account: null" in adaptive
+
+
+def test_wall_over_lower_bound_is_judged_by_whether_r_was_given() -> None:
+    given = {"wall_over_lower_bound": 1.2, "adaptive": False, "iam_calls": 100, "throttled_calls": 2}
+    verdicts = {v.target: v for v in targets.configuration_verdicts(given)}
+    assert verdicts["wall_over_lower_bound"].met is False and verdicts["throttled_share"].met is True
+    found = {v.target: v for v in targets.configuration_verdicts({**given, "adaptive": True, "throttled_calls": 3})}
+    assert found["wall_over_lower_bound"].met is True and found["throttled_share"].met is False
+    assert "cpu_over_floor" not in found and "baseline_over_wall" not in found
+
+
+def test_cpu_and_baseline_targets_appear_when_measured() -> None:
+    figures = {"wall_over_lower_bound": 1.0, "iam_calls": 10, "throttled_calls": 0, "cpu_over_floor": 1.31,
+               "baseline_over_wall": 25.0, "accounts_crawled": 20, "baseline_accounts_run": "1 of 20"}
+    verdicts = {v.target: v for v in targets.configuration_verdicts(figures)}
+    assert verdicts["cpu_over_floor"].met is False and verdicts["baseline_over_wall"].met is True
+    assert verdicts["baseline_over_wall"].line() == ("target baseline_over_wall >= 20: 25 met "
+                                                     "(on 20 accounts; baseline 1 of 20, scaled)")
+
+
+def test_memory_targets_compare_configurations_and_need_a_million_rows() -> None:
+    results = {"memory-5": {"crawler_peak_rss_mib": 200.0, "accounts": 5},
+               "memory-50": {"crawler_peak_rss_mib": 250.0, "accounts": 50},
+               "million": {"crawler_peak_rss_mib": 300.0, "rows": 999_999}}
+    verdicts = {v.target: v for v in targets.suite_verdicts(results)}
+    assert verdicts["memory_10x_accounts"].measured == 1.25 and verdicts["memory_10x_accounts"].met is False
+    assert verdicts["million_rows_peak_mb"].met is None  # too few rows: not a measure of the target
+    results["million"]["rows"] = 1_000_000
+    assert targets.suite_verdicts(results)[1].met is True  # 300 MiB = 314.6 MB
+    assert targets.missed(targets.suite_verdicts(results)) == targets.suite_verdicts(results)[:1]
+
+
+def test_the_suite_sizes_the_organizations_its_targets_need() -> None:
+    entries = {entry.name: entry.settings for entry in targets.suite(bench.BenchSettings())}
+    assert entries["memory-50"].accounts == 10 * entries["memory-5"].accounts
+    assert entries["memory-5"].concurrency == entries["memory-50"].concurrency
+    assert entries["speed"].accounts == 20 and entries["speed"].baseline and entries["speed"].floor
+    assert entries["adaptive"].adaptive and not entries["speed"].adaptive
+    million = entries["million"]
+    assert million.granularity == "ACTION_LEVEL" and million.accounts * million.entities * 150 > 1_000_000
 
 
 @pytest.mark.cli
@@ -81,11 +122,12 @@ def _call_iam_twice(sim: bench.Simulator) -> str:
 @pytest.mark.cli
 def test_bench_prints_every_figure_and_the_baseline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = tmp_path / "bench.json"
-    code = bench.main(["--accounts", "2", "--entities", "8", "--rate", "200", "--latency-ms", "0",
+    code = cli.main(["--accounts", "2", "--entities", "8", "--rate", "200", "--latency-ms", "0",
                        "--job-seconds", "0.1", "--baseline", "--json", str(report), "--keep", str(tmp_path / "work")])
     printed = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines() if ": " in line)
     assert code == 0
-    assert set(bench.FIGURES) <= set(printed), set(bench.FIGURES) - set(printed)
+    assert set(bench.FIGURES) | set(bench.FLOOR_FIGURES) <= set(printed), set(bench.FIGURES) - set(printed)
+    assert "target cpu_over_floor <= 1.3" in printed and "target wall_over_lower_bound <= 1.15" in printed
     assert "baseline_scaled_seconds" in printed and "baseline_accounts_run" in printed
     figures = json.loads(report.read_text(encoding="utf-8"))[0]
     assert figures["wall_seconds"] >= figures["lower_bound_seconds"] > 0
@@ -94,5 +136,7 @@ def test_bench_prints_every_figure_and_the_baseline(tmp_path: Path, capsys: pyte
     manifest = json.loads(next((tmp_path / "work" / "config-1" / "output" / "runs").glob("*.json")).read_text())
     assert figures["rows"] == sum(table["rows"] for table in manifest["tables"].values()) > 0
     assert figures["baseline_rows"] > 0
+    assert figures["floor_service_rows"] == figures["rows_by_table"]["service_last_accessed"]
+    assert figures["floor_cpu_seconds"] > 0 and figures["cpu_over_floor"] > 0
     assert figures["bytes_per_row"] > 0 and figures["crawler_cpu_seconds"] > 0
     assert figures["crawler_peak_rss_mib"] > 10

@@ -1,19 +1,17 @@
-"""Benchmark the crawler against a simulated organization served by another process.
+"""Measure the crawler on one simulated organization served by another process.
 
-``scripts/bench`` (``python -m crawler.bench``) starts ``access-crawler sim serve`` with an IAM
-rate limit R per account, a latency L per call and a job duration J, crawls it with
-``python -m crawler run`` in a third process, and prints one ``name: value`` line per figure:
-wall time, the lower bound T* and wall / T*, calls by operation, throttled calls, rows, rows
-per second, the crawler's CPU seconds and peak memory, bytes per row of the dataset. With
-``--baseline`` it also times AWS's own walk-through procedure (plain boto3, one entity at a
-time) on a fresh simulator of the same organization.
+:func:`measure` starts ``access-crawler sim serve`` with an IAM rate limit R per account, a
+latency L per call and a job duration J, crawls it with ``python -m crawler run`` in a third
+process, and returns every figure by name: wall time, the lower bound T* and wall / T*, calls
+by operation, throttled calls, rows, rows per second, the crawler's CPU seconds and peak
+memory, bytes per row of the dataset; the CPU floor (a bare boto3 loop making the same calls,
+:mod:`crawler.bench.plain`) and, when asked, AWS's walk-through baseline, each on a fresh
+simulator of the same organization.
 
-Importing this module starts nothing; only :func:`main` does.
+Importing this module starts nothing.
 """
 from __future__ import annotations
 
-import argparse
-import configparser
 import heapq
 import json
 import math
@@ -22,33 +20,34 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crawler.bench.plain import BASELINE_POLL_SECONDS, PAGE_SIZE, baseline
+
 CRAWLER = [sys.executable, "-m", "crawler"]
 LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
-#: GetAccountAuthorizationDetails and GetServiceLastAccessedDetails page size the crawler asks for.
-PAGE_SIZE = 1000
-BASELINE_POLL_SECONDS = 1.0
 FIGURES = ("accounts", "accounts_crawled", "entities_per_account", "rate", "latency_ms", "job_seconds",
-           "concurrency_accounts", "adaptive", "wall_seconds", "lower_bound_seconds", "wall_over_lower_bound",
-           "min_iam_calls", "calls_by_operation", "iam_calls", "throttled_calls", "rows", "rows_by_table",
-           "rows_per_second", "crawler_cpu_seconds", "crawler_peak_rss_mib", "dataset_bytes", "bytes_per_row",
-           "crawler_exit_code")
+           "concurrency_accounts", "adaptive", "granularity", "wall_seconds", "lower_bound_seconds",
+           "wall_over_lower_bound", "min_iam_calls", "calls_by_operation", "iam_calls", "throttled_calls",
+           "rows", "rows_by_table", "rows_per_second", "crawler_cpu_seconds", "crawler_peak_rss_mib",
+           "dataset_bytes", "bytes_per_row", "crawler_exit_code")
+#: Figures of the CPU floor (with ``BenchSettings.floor``).
+FLOOR_FIGURES = ("floor_cpu_seconds", "floor_service_rows", "crawler_cpu_ms_per_1000_service_rows",
+                 "floor_cpu_ms_per_1000_service_rows", "cpu_over_floor")
 
 
 @dataclass(frozen=True)
 class BenchSettings:
     """One configuration to measure."""
 
-    accounts: int = 6
-    entities: int = 10
+    accounts: int = 10
+    entities: int = 30
     rate: float = 10.0
     latency_ms: float = 5.0
     job_seconds: float = 1.0
@@ -60,6 +59,9 @@ class BenchSettings:
     baseline: bool = False
     #: Accounts the baseline walks (it is slow); its time is scaled to the whole organization.
     baseline_accounts: int = 1
+    #: Also measure the CPU floor: a bare boto3 loop making the same calls.
+    floor: bool = True
+    granularity: str = "SERVICE_LEVEL"
 
     @property
     def slots(self) -> int:
@@ -166,8 +168,8 @@ def _wait_for_banner(process: subprocess.Popen[str], stderr: Path) -> None:
 
 
 @dataclass
-class CrawlMeasure:
-    """What the crawler process cost."""
+class ProcessMeasure:
+    """What a measured process cost."""
 
     exit_code: int
     wall_seconds: float
@@ -179,22 +181,26 @@ def crawler_config(settings: BenchSettings, output: Path) -> str:
     """The crawl's configuration: R given to the crawler unless adaptive; quiet logs, no log file."""
     rate = "null" if settings.adaptive else repr(float(settings.rate))
     return (f"aws: {{profile: sim, region: us-east-1}}\n"
-            f"advisor: {{granularity: SERVICE_LEVEL}}\n"
+            f"advisor: {{granularity: {settings.granularity}}}\n"
             f"concurrency: {{accounts: {settings.slots}, requests_per_second_per_account: {rate}}}\n"
             f"output: {{path: {json.dumps(str(output))}}}\n"
             f"logging: {{level: WARNING, file_enabled: false}}\n")
 
 
-def run_crawler(config: Path, output: Path, env: dict[str, str], log: Path) -> CrawlMeasure:
-    """``python -m crawler run`` in its own process; its wall time and, from ``os.wait4``, its own rusage."""
+def run_measured(command: Sequence[str], env: dict[str, str], log: Path) -> ProcessMeasure:
+    """Run ``command`` with its output in ``log``; its wall time and, from ``os.wait4``, its own rusage."""
     with log.open("w", encoding="utf-8") as sink:
         started = time.perf_counter()
-        process = subprocess.Popen([*CRAWLER, "run", "-c", str(config), "--output", str(output)], env=env,
-                                   stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(list(command), env=env, stdout=sink, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
-    return CrawlMeasure(process.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
+    return ProcessMeasure(process.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
+
+
+def run_crawler(config: Path, output: Path, env: dict[str, str], log: Path) -> ProcessMeasure:
+    """``python -m crawler run`` in its own process, measured."""
+    return run_measured([*CRAWLER, "run", "-c", str(config), "--output", str(output)], env, log)
 
 
 # -- the dataset -------------------------------------------------------------------------
@@ -210,58 +216,7 @@ def dataset_figures(output: Path) -> dict[str, Any]:
     return {"rows_by_table": rows, "rows": sum(rows.values()), "dataset_bytes": size}
 
 
-# -- the baseline: AWS's walk-through, one entity at a time --------------------------------
-def _profile(aws_dir: Path) -> dict[str, str]:
-    config, credentials = configparser.ConfigParser(), configparser.ConfigParser()
-    config.read(aws_dir / "config")
-    credentials.read(aws_dir / "credentials")
-    return {**dict(config["profile sim"]), **dict(credentials["sim"])}
-
-
-def baseline(aws_dir: Path, account_ids: Sequence[str], role_name: str = "AccessCrawlerRole") -> dict[str, Any]:
-    """For each account, for each entity in turn: generate a job, poll it once a second until done, read it."""
-    import boto3
-
-    profile = _profile(aws_dir)
-    session = boto3.Session(aws_access_key_id=profile["aws_access_key_id"],
-                            aws_secret_access_key=profile["aws_secret_access_key"], region_name=profile["region"])
-    sts = session.client("sts", endpoint_url=profile["endpoint_url"])
-    started, entities, rows = time.perf_counter(), 0, 0
-    for account_id in account_ids:
-        role = sts.assume_role(RoleArn=f"arn:aws:iam::{account_id}:role/{role_name}", RoleSessionName="baseline")
-        keys = role["Credentials"]
-        iam = boto3.Session(aws_access_key_id=keys["AccessKeyId"], aws_secret_access_key=keys["SecretAccessKey"],
-                            aws_session_token=keys["SessionToken"], region_name=profile["region"]
-                            ).client("iam", endpoint_url=profile["endpoint_url"])
-        for arn in _entity_arns(iam):
-            rows += _walk_through(iam, arn)
-            entities += 1
-    return {"seconds": time.perf_counter() - started, "accounts": len(account_ids), "entities": entities,
-            "rows": rows}
-
-
-def _entity_arns(iam: Any) -> list[str]:
-    arns: list[str] = []
-    for page in iam.get_paginator("get_account_authorization_details").paginate(
-            Filter=["User", "Role", "Group", "LocalManagedPolicy"]):
-        arns += [item["Arn"] for key in ("UserDetailList", "RoleDetailList", "GroupDetailList", "Policies")
-                 for item in page.get(key, [])]
-    return arns
-
-
-def _walk_through(iam: Any, arn: str) -> int:
-    job_id = iam.generate_service_last_accessed_details(Arn=arn)["JobId"]
-    page = iam.get_service_last_accessed_details(JobId=job_id)
-    while page["JobStatus"] == "IN_PROGRESS":
-        time.sleep(BASELINE_POLL_SECONDS)
-        page = iam.get_service_last_accessed_details(JobId=job_id)
-    rows = len(page.get("ServicesLastAccessed", []))
-    while page.get("IsTruncated"):
-        page = iam.get_service_last_accessed_details(JobId=job_id, Marker=page["Marker"])
-        rows += len(page.get("ServicesLastAccessed", []))
-    return rows
-
-
+# -- the baseline and the CPU floor: plain boto3 -----------------------------------------
 def baseline_figures(settings: BenchSettings, needs: Sequence[AccountNeed], directory: Path) -> dict[str, Any]:
     """The baseline on the first accounts, on a fresh simulator of the same organization, scaled to all."""
     chosen = needs[:max(1, settings.baseline_accounts)]
@@ -279,6 +234,31 @@ def baseline_figures(settings: BenchSettings, needs: Sequence[AccountNeed], dire
             "baseline_throttled_calls": sum(stats["throttled"].values())}
 
 
+def floor_figures(settings: BenchSettings, needs: Sequence[AccountNeed], directory: Path) -> dict[str, Any]:
+    """The bare boto3 loop (:func:`crawler.bench.plain.bare_fetch`) in its own process, on a fresh
+    simulator of the same organization: its CPU seconds and the rows it fetched."""
+    command = [sys.executable, "-m", "crawler.bench.plain", "--aws-dir", str(directory / "aws"), "--rate",
+               str(settings.rate), "--job-seconds", str(settings.job_seconds), "--granularity", settings.granularity,
+               *[need.account_id for need in needs]]
+    with simulator(settings, directory) as sim:
+        run = run_measured(command, sim.environment(), directory / "floor.log")
+        sim.stop()
+    text = (directory / "floor.log").read_text(encoding="utf-8")
+    if run.exit_code != 0:
+        raise RuntimeError(f"the CPU floor loop exited {run.exit_code}: {text[-3000:]}")
+    counts = json.loads(text.strip().splitlines()[-1])
+    return {"floor_cpu_seconds": round(run.cpu_seconds, 2), "floor_service_rows": counts["service_rows"]}
+
+
+def cpu_figures(crawler_cpu: float, service_rows: int, floor: dict[str, Any]) -> dict[str, Any]:
+    """CPU milliseconds per 1,000 service rows, the crawler's and the floor's, and their ratio."""
+    crawler_ms = 1e6 * crawler_cpu / max(1, service_rows)
+    floor_ms = 1e6 * floor["floor_cpu_seconds"] / max(1, floor["floor_service_rows"])
+    return {"crawler_cpu_ms_per_1000_service_rows": round(crawler_ms, 1),
+            "floor_cpu_ms_per_1000_service_rows": round(floor_ms, 1),
+            "cpu_over_floor": round(crawler_ms / floor_ms, 2) if floor_ms else None}
+
+
 # -- one configuration -------------------------------------------------------------------
 def measure(settings: BenchSettings, work: Path) -> dict[str, Any]:
     """Run the crawler (and the baseline when asked) on one configuration; every figure by name."""
@@ -294,13 +274,18 @@ def measure(settings: BenchSettings, work: Path) -> dict[str, Any]:
         print(f"crawler exited {crawl.exit_code}; its output:\n"
               + (work / "crawler.log").read_text(encoding="utf-8")[-3000:], file=sys.stderr)
     figures = _figures(settings, needs, crawl, stats, dataset_figures(output))
+    if settings.floor:
+        floor = floor_figures(settings, needs, work / "floor")
+        figures.update(floor)
+        figures.update(cpu_figures(crawl.cpu_seconds, figures["rows_by_table"].get("service_last_accessed", 0),
+                                   floor))
     if settings.baseline:
         figures.update(baseline_figures(settings, needs, work / "baseline"))
         figures["baseline_over_wall"] = round(figures["baseline_scaled_seconds"] / crawl.wall_seconds, 2)
     return figures
 
 
-def _figures(settings: BenchSettings, needs: Sequence[AccountNeed], crawl: CrawlMeasure,
+def _figures(settings: BenchSettings, needs: Sequence[AccountNeed], crawl: ProcessMeasure,
              stats: dict[str, dict[str, int]], data: dict[str, Any]) -> dict[str, Any]:
     operations: Counter[str] = Counter()
     for key, count in stats["calls"].items():
@@ -311,7 +296,7 @@ def _figures(settings: BenchSettings, needs: Sequence[AccountNeed], crawl: Crawl
         "accounts": settings.accounts, "accounts_crawled": len(needs), "entities_per_account": settings.entities,
         "rate": settings.rate,
         "latency_ms": settings.latency_ms, "job_seconds": settings.job_seconds,
-        "concurrency_accounts": settings.slots, "adaptive": settings.adaptive,
+        "concurrency_accounts": settings.slots, "adaptive": settings.adaptive, "granularity": settings.granularity,
         "wall_seconds": round(crawl.wall_seconds, 2), "lower_bound_seconds": round(bound, 2),
         "wall_over_lower_bound": round(crawl.wall_seconds / bound, 2) if bound else None,
         "min_iam_calls": sum(need.calls for need in needs), "calls_by_operation": dict(sorted(operations.items())),
@@ -327,79 +312,3 @@ def _figures(settings: BenchSettings, needs: Sequence[AccountNeed], crawl: Crawl
 IAM_FREE_OPERATIONS = frozenset({"AssumeRole", "GetCallerIdentity", "DescribeOrganization", "ListAccounts",
                                  "ListRoots", "ListOrganizationalUnitsForParent", "ListParents",
                                  "ListAccountsForParent", "ListTagsForResource", "DescribeAccount"})
-
-
-def format_figures(figures: dict[str, Any]) -> str:
-    """One ``name: value`` line per figure (mappings as compact JSON)."""
-    return "\n".join(f"{name}: {json.dumps(value) if isinstance(value, dict) else value}"
-                     for name, value in figures.items())
-
-
-# -- command line ------------------------------------------------------------------------
-def _counts(text: str) -> list[int]:
-    try:
-        values = [int(item) for item in text.split(",") if item.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of counts") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of counts")
-    return values
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``scripts/bench`` options."""
-    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--accounts", type=_counts, default=[6], help="member accounts, e.g. 5,10,20 (default 6)")
-    parser.add_argument("--entities", type=_counts, default=[10], help="entities per account (>= 8; default 10)")
-    parser.add_argument("--rate", type=float, default=10.0, help="IAM requests per second per account (default 10)")
-    parser.add_argument("--latency-ms", type=float, default=5.0, help="latency per call (default 5)")
-    parser.add_argument("--job-seconds", type=float, default=1.0, help="access-advisor job duration (default 1)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the organization (default 1)")
-    parser.add_argument("--concurrency", type=int, help="accounts crawled at once (default: all)")
-    parser.add_argument("--adaptive", action="store_true",
-                        help="do not tell the crawler R (requests_per_second_per_account unset)")
-    parser.add_argument("--baseline", action="store_true", help="also time AWS's walk-through procedure (boto3)")
-    parser.add_argument("--baseline-accounts", type=int, default=1,
-                        help="accounts the baseline walks; its time is scaled to all (default 1)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure of every configuration")
-    parser.add_argument("--keep", type=Path, metavar="DIR", help="work in DIR and keep it (default: a temporary "
-                        "directory, removed)")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Measure every configuration of the sweep; print one block each."""
-    args = build_parser().parse_args(argv)
-    if min(args.entities) < 8:
-        raise SystemExit("scripts/bench: --entities must be at least 8 (the simulator's minimum)")
-    base = BenchSettings(rate=args.rate, latency_ms=args.latency_ms, job_seconds=args.job_seconds, seed=args.seed,
-                         concurrency=args.concurrency, adaptive=args.adaptive, baseline=args.baseline,
-                         baseline_accounts=args.baseline_accounts)
-    results = []
-    with _workspace(args.keep) as root:
-        for index, (accounts, entities) in enumerate((a, e) for a in args.accounts for e in args.entities):
-            settings = replace(base, accounts=accounts, entities=entities)
-            if index:
-                print()
-            print(f"# configuration {index + 1}: accounts={accounts} entities={entities}", flush=True)
-            figures = measure(settings, root / f"config-{index + 1}")
-            print(format_figures(figures), flush=True)
-            results.append(figures)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    return 0 if all(figures["crawler_exit_code"] == 0 for figures in results) else 1
-
-
-@contextmanager
-def _workspace(keep: Path | None) -> Iterator[Path]:
-    if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
-        yield keep
-        return
-    with tempfile.TemporaryDirectory(prefix="access-crawler-bench-") as directory:
-        yield Path(directory)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

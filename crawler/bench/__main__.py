@@ -1,0 +1,4 @@
+"""``python -m crawler.bench``: see :mod:`crawler.bench.cli`."""
+from crawler.bench.cli import main
+
+raise SystemExit(main())
