@@ -173,8 +173,10 @@ def _crawl(config: Any, crawl: Callable[[Any, threading.Event], Any],
            show_findings: Callable[[Any], list[str]] | None = None) -> int:
     """Logging, the progress display, stop on signals, the crawl, the summary; the exit code."""
     from crawler.log import close_logging, configure_logging, console_handlers
+    from crawler.memory import economise_memory
     from crawler.progress import Progress, ProgressDisplay
 
+    economise_memory()
     log_path = configure_logging(config.logging, config.output.path)
     progress, stop = Progress(), threading.Event()
     display = ProgressDisplay(progress)

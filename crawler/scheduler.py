@@ -30,7 +30,7 @@ from crawler.organizations import (
     static_accounts,
 )
 from crawler.progress import Progress
-from crawler.ratelimit import RateLimiter
+from crawler.ratelimit import RateBook, RateLimiter
 from crawler.rows import AccountResult, RunContext, account_tables
 from crawler.runs import AccountSummary, plan_run
 from crawler.sessions import EnterAccountError, SessionFactory, error_code, error_message
@@ -138,9 +138,10 @@ def crawl_accounts(config: Config, factory: SessionFactory, dataset: Dataset, di
                    stop: threading.Event) -> list[AccountSummary]:
     """Accounts in parallel (``concurrency.accounts``); each one staged as soon as it is done."""
     summaries = []
+    shared = CrawlShared()
     with ThreadPoolExecutor(config.concurrency.accounts, thread_name_prefix="account") as pool:
         futures = [pool.submit(crawl_account, config, factory, dataset, RunContext(run_id, discovery.organization_id,
-                                                                                   account), progress, stop)
+                                                                                   account), progress, stop, shared)
                    for account in accounts]
         storage_errors: list[DatasetError] = []
         try:
@@ -163,13 +164,26 @@ def crawl_accounts(config: Config, factory: SessionFactory, dataset: Dataset, di
     return sorted(summaries, key=lambda summary: summary.account_id)
 
 
+@dataclass(frozen=True)
+class CrawlShared:
+    """What the accounts of one crawl share."""
+
+    #: Held while an account's rows are built and staged. Staging is CPU work under the GIL:
+    #: one account at a time is as fast, and accounts of a similar size finish together, so
+    #: staging them all at once multiplied the peak memory.
+    staging: threading.Lock = field(default_factory=threading.Lock)
+    #: The IAM rate ceilings accounts found (where new adaptive limiters start).
+    rates: RateBook = field(default_factory=RateBook)
+
+
 def crawl_account(config: Config, factory: SessionFactory, dataset: Dataset, context: RunContext,
-                  progress: Progress, stop: threading.Event) -> AccountSummary:
+                  progress: Progress, stop: threading.Event, shared: CrawlShared | None = None) -> AccountSummary:
     """Enter one account, run its jobs, stage its rows; every failure becomes a recorded row."""
     account = context.account
+    shared = shared or CrawlShared()
     started = datetime.now(timezone.utc)
     try:
-        result = _crawl(config, factory, account, started, progress, stop)
+        result = _crawl(config, factory, account, started, progress, stop, shared.rates)
     except Exception as error:  # a bug must cost one account, recorded, not the whole crawl
         log.exception("unexpected error", extra={"account_id": account.id})
         result = AccountResult(account, factory.role_arn(account.id), started, datetime.now(timezone.utc),
@@ -177,12 +191,14 @@ def crawl_account(config: Config, factory: SessionFactory, dataset: Dataset, con
     if stop.is_set() and (result.skipped or any(item.outcome == SKIPPED for item in result.outcomes)):
         log.info("account interrupted: not staged", extra={"account_id": account.id})
         return AccountSummary(account.id, INTERRUPTED, {}, Counter())
-    tables = account_tables(context, result, config.advisor.granularity == "ACTION_LEVEL")
-    outcomes = Counter(outcome.outcome for outcome in result.outcomes)
-    summary = AccountSummary(account.id, tables["accounts"][0]["outcome"],
-                             {name: len(rows) for name, rows in tables.items()}, outcomes,
-                             result.failure.code if result.failure else None)
-    dataset.stage(account.id, tables, summary.to_dict())
+    with shared.staging:
+        tables = account_tables(context, result, config.advisor.granularity == "ACTION_LEVEL")
+        outcomes = Counter(outcome.outcome for outcome in result.outcomes)
+        summary = AccountSummary(account.id, tables["accounts"][0]["outcome"],
+                                 {name: len(rows) for name, rows in tables.items()}, outcomes,
+                                 result.failure.code if result.failure else None)
+        dataset.stage(account.id, tables, summary.to_dict())
+        del tables
     progress.add("accounts_done")
     log.info("account done: %s, %d entities (%s)", summary.outcome, len(result.outcomes),
              ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items())) or "none",
@@ -191,7 +207,7 @@ def crawl_account(config: Config, factory: SessionFactory, dataset: Dataset, con
 
 
 def _crawl(config: Config, factory: SessionFactory, account: Account, started: datetime, progress: Progress,
-           stop: threading.Event) -> AccountResult:
+           stop: threading.Event, rates: RateBook) -> AccountResult:
     role_arn = factory.role_arn(account.id)
     if stop.is_set():
         return AccountResult(account, role_arn, started, started, skipped=True)
@@ -201,8 +217,8 @@ def _crawl(config: Config, factory: SessionFactory, account: Account, started: d
         log.warning("cannot enter account: %s: %s", error.code, error.message, extra={"account_id": account.id})
         return AccountResult(account, role_arn, started, datetime.now(timezone.utc),
                              failure=Failure("assume_role", error.code, error.message))
-    calls = AccountCalls(session, "iam", RateLimiter(config.concurrency.requests_per_second_per_account), progress,
-                         config.concurrency.throttle_patience_seconds, stop)
+    limiter = RateLimiter(config.concurrency.requests_per_second_per_account, book=rates)
+    calls = AccountCalls(session, "iam", limiter, progress, config.concurrency.throttle_patience_seconds, stop)
     try:
         details = get_authorization_details(calls, config.entities, config.advisor.page_size)
     except ANSWER_ERRORS as error:
