@@ -1,7 +1,7 @@
 """Every AWS call made inside an account goes through one :class:`AccountCalls`.
 
-It takes a token from the account's rate limiter before each call, tells the limiter about
-every throttled attempt (botocore's own retries included), and renews expired credentials
+It takes a token from the account's rate limiter before each attempt (botocore's own retries
+included), tells the limiter about every throttled attempt, and renews expired credentials
 once before giving up. Expected AWS answers (NoSuchEntity, AccessDenied...) come back as
 ``ClientError`` for the caller to turn into data.
 """
@@ -67,7 +67,9 @@ class AccountCalls:
         self.patience, self.stop, self.clock = patience, stop or threading.Event(), clock
         self.account_id = session.account_id
         self.client = session.client(service)
-        self.client.meta.events.register(f"needs-retry.{service}", self._notice_attempt)
+        service_id = self.client.meta.service_model.service_id.hyphenize()
+        self.client.meta.events.register(f"before-send.{service_id}", self._pace_retry)
+        self.client.meta.events.register(f"needs-retry.{service_id}", self._notice_attempt)
 
     @property
     def generation(self) -> int:
@@ -101,6 +103,14 @@ class AccountCalls:
                 raise
             self.limiter.succeeded()
             return dict(answer)
+
+    def _pace_retry(self, request: Any = None, **_: Any) -> None:
+        """botocore's before-send event: a retry (after botocore's own backoff) waits for a token
+        too, so the retries of throttled calls follow the rate that was just cut."""
+        context = getattr(request, "context", None) or {}
+        if context.get("retries", {}).get("attempt", 1) > 1:
+            self.limiter.acquire()
+        return None
 
     def _notice_attempt(self, response: Any = None, **_: Any) -> None:
         """botocore's needs-retry event: count throttled attempts; never changes the retry decision."""

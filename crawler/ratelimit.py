@@ -1,32 +1,79 @@
 """Per-account request rate: IAM throttles each account separately, so each gets its own bucket.
 
 A token bucket shared by every thread working in one account. On ``Throttling`` the rate is
-cut (multiplicatively); successful calls raise it again (additively) up to the configured rate,
-or without a ceiling when the rate is to be found (``requests_per_second_per_account: null``).
+cut (multiplicatively, at most once per ``CUT_INTERVAL``: a burst of throttled answers is one
+signal) and the rate it was cut from is remembered as the account's *ceiling*. Successful
+calls raise the rate again: quickly (about one request per second each second) while it is
+well below the ceiling, slowly (about 2% a second) near it, where the next throttle would be,
+and quickly again once it has passed the ceiling by a margin without being throttled (the
+ceiling was a passing dip). The rate never exceeds the configured one; without one
+(``requests_per_second_per_account: null``) it is found this way.
+
+IAM's quota is the same in every account unless someone else is using an account's IAM at
+the time, so the ceilings the accounts of one crawl found are pooled in a :class:`RateBook`:
+an adaptive limiter created after some account was throttled starts just below their median
+instead of finding the ceiling again with throttled calls of its own.
 """
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections.abc import Callable
 
-#: Where an adaptive limiter starts, and the bounds it moves in (requests per second).
+#: Where an adaptive limiter starts when no account has been throttled yet, and the bounds it
+#: moves in (requests per second).
 ADAPTIVE_START = 10.0
 MINIMUM_RATE = 0.5
 MAXIMUM_RATE = 1000.0
-#: Cut to this share of the rate on throttling, at most once per ``CUT_INTERVAL`` seconds
-#: (a burst of throttled answers is one signal, not many).
+#: Cut to this share of the rate on throttling, at most once per ``CUT_INTERVAL`` seconds.
 CUT_FACTOR = 0.6
 CUT_INTERVAL = 1.0
+#: Below this share of the ceiling the rate climbs quickly, above it slowly (by PROBE_STEP per
+#: successful call: PROBE_STEP x rate per second, i.e. 2% a second).
+FAST_SHARE = 0.85
+PROBE_STEP = 0.02
+#: Past the ceiling by this factor without a throttle: the ceiling is forgotten.
+FORGET_FACTOR = 1.2
+#: A limiter that starts from the book starts at this share of the pooled ceiling.
+BOOK_START_SHARE = 0.9
+#: A cut this soon after the previous one (seconds) measures the ceiling by the calls that got
+#: through in between: AWS's bucket was empty since that cut, so they came at AWS's own rate.
+MEASURE_HORIZON = 10.0
+
+
+class RateBook:
+    """The ceilings the accounts of one crawl found, pooled: where new adaptive limiters start."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ceilings: dict[int, float] = {}
+
+    def note(self, limiter: object, ceiling: float) -> None:
+        """``limiter`` was throttled at ``ceiling`` requests per second (its latest, replacing earlier ones)."""
+        with self._lock:
+            self._ceilings[id(limiter)] = ceiling
+
+    def ceiling(self) -> float | None:
+        """The median ceiling found so far, or None before any account was throttled."""
+        with self._lock:
+            return statistics.median(self._ceilings.values()) if self._ceilings else None
 
 
 class RateLimiter:
     """A token bucket whose rate adapts to throttling."""
 
     def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.ceiling = rate if rate is not None else MAXIMUM_RATE
+                 sleep: Callable[[float], None] = time.sleep, book: RateBook | None = None) -> None:
+        self.maximum = rate if rate is not None else MAXIMUM_RATE
         self.rate = rate if rate is not None else ADAPTIVE_START
+        #: The rate the last cut was made from (None: never throttled, or forgotten).
+        self.ceiling: float | None = None
+        self._book = book
+        pooled = book.ceiling() if book is not None and rate is None else None
+        if pooled is not None:
+            self.ceiling = pooled
+            self.rate = max(MINIMUM_RATE, min(self.maximum, pooled * BOOK_START_SHARE))
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
         # One token, not a full bucket: others may be using the account's IAM bucket too, and a
@@ -34,6 +81,7 @@ class RateLimiter:
         self._tokens = 1.0
         self._updated = clock()
         self._last_cut = float("-inf")
+        self._since_cut = 0
         self.throttles = 0
 
     def acquire(self) -> float:
@@ -52,21 +100,43 @@ class RateLimiter:
             waited += delay
 
     def throttled(self) -> None:
-        """AWS answered Throttling: slow down."""
+        """AWS answered Throttling: slow down, and remember where."""
         with self._lock:
             self.throttles += 1
             now = self._clock()
-            if now - self._last_cut >= CUT_INTERVAL:
-                self._last_cut = now
-                self._refill()
-                # A configured rate below the floor stays where it is: a cut never speeds up.
-                self.rate = max(min(MINIMUM_RATE, self.rate), self.rate * CUT_FACTOR)
-                self._tokens = min(self._tokens, 0.0)
+            if now - self._last_cut < CUT_INTERVAL:
+                return
+            self._refill()
+            self.ceiling = ceiling = self._ceiling_at(now)
+            self._last_cut, self._since_cut = now, 0
+            # A configured rate below the floor stays where it is: a cut never speeds up.
+            self.rate = max(min(MINIMUM_RATE, self.rate), self.rate * CUT_FACTOR)
+            self._tokens = min(self._tokens, 0.0)
+        if self._book is not None:
+            self._book.note(self, ceiling)
+
+    def _ceiling_at(self, now: float) -> float:
+        """The rate to remember for a cut now: the rate throttled, or what AWS let through since
+        the last cut when that is lower (the rate throttled overshoots when AWS's bucket had
+        tokens saved, as it has at the start)."""
+        elapsed = now - self._last_cut
+        if elapsed > MEASURE_HORIZON:
+            return self.rate
+        delivered = self._since_cut / elapsed
+        # Far below the rate: the account was not asking for more; the measure says nothing.
+        return min(self.rate, delivered) if delivered >= self.rate * CUT_FACTOR / 2 else self.rate
 
     def succeeded(self) -> None:
-        """A call went through: probe upward (about one request per second more each second)."""
+        """A call went through: climb, quickly far below the ceiling, slowly near it."""
         with self._lock:
-            self.rate = min(self.ceiling, self.rate + 1.0 / self.rate)
+            self._since_cut += 1
+            ceiling = self.ceiling
+            if ceiling is not None and self.rate > ceiling * FORGET_FACTOR:
+                self.ceiling = ceiling = None
+            # Quick: 1/rate a call is about one request per second more each second.
+            quick = ceiling is None or self.rate < ceiling * FAST_SHARE
+            step = 1.0 / self.rate if quick else PROBE_STEP
+            self.rate = min(self.maximum, self.rate + step)
 
     def _refill(self) -> None:
         now = self._clock()

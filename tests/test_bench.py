@@ -68,6 +68,7 @@ def test_the_suite_sizes_the_organizations_its_targets_need() -> None:
     assert entries["memory-5"].concurrency == entries["memory-50"].concurrency
     assert entries["speed"].accounts == 20 and entries["speed"].baseline and entries["speed"].floor
     assert entries["adaptive"].adaptive and not entries["speed"].adaptive
+    assert entries["adaptive"].slots < entries["adaptive"].accounts  # later accounts start from the RateBook
     million = entries["million"]
     assert million.granularity == "ACTION_LEVEL" and million.accounts * million.entities * 150 > 1_000_000
 

@@ -1,11 +1,18 @@
-"""The one Marker paginator every IAM listing of the crawl goes through."""
+"""Calls in an account: the one Marker paginator every IAM listing goes through, and the pacing of every attempt."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
-from crawler.calls import MalformedAnswer, marker_pages
+from crawler.calls import AccountCalls, MalformedAnswer, marker_pages
+from crawler.ratelimit import RateLimiter
+from crawler.sessions import SessionFactory
+from crawler.settings import ConcurrencySettings
+from crawler.sim import OrgSpec, RequestFaults
+from tests.helpers import crawl_config
 
 
 def pages_of(answers: list[dict[str, Any]]) -> tuple[Any, list[dict[str, Any]]]:
@@ -41,3 +48,32 @@ def test_a_repeated_marker_is_a_malformed_answer_not_an_endless_loop() -> None:
     call, _ = pages_of([{"IsTruncated": True, "Marker": "a"}, {"IsTruncated": True, "Marker": "a"}])
     with pytest.raises(MalformedAnswer, match="repeated a Marker"):
         list(marker_pages(call, "list_things"))
+
+
+class CountingLimiter(RateLimiter):
+    """A configured-rate limiter that counts the tokens taken."""
+
+    def __init__(self) -> None:
+        super().__init__(1000.0)
+        self.taken = 0
+
+    def acquire(self) -> float:
+        self.taken += 1
+        return super().acquire()
+
+
+def test_every_attempt_waits_for_a_token_and_every_throttle_is_told(crawl_org, tmp_path: Path) -> None:
+    """botocore's own retries of a throttled call are paced by the account's limiter too."""
+    sim = crawl_org(OrgSpec(accounts=2, entities=8, seed=3))
+    account_id = sim.member_account_ids[0]
+    sim.faults.account(account_id).operations["GetAccountAuthorizationDetails"] = RequestFaults(throttle_rate=1.0)
+    config = crawl_config(tmp_path, concurrency=ConcurrencySettings(max_attempts=3))
+    factory = SessionFactory(config.aws, config.assume_role, config.concurrency)
+    limiter = CountingLimiter()
+    calls = AccountCalls(factory.enter_account(account_id), "iam", limiter, patience=0.0)
+
+    with pytest.raises(ClientError, match="Throttling"):
+        calls("get_account_authorization_details", MaxItems=1)
+
+    assert sim.state.calls[(account_id, "GetAccountAuthorizationDetails")] == 3
+    assert limiter.taken == 3 and limiter.throttles == 3

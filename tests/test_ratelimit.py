@@ -7,7 +7,19 @@ from collections.abc import Callable
 
 import pytest
 
-from crawler.ratelimit import ADAPTIVE_START, CUT_FACTOR, CUT_INTERVAL, MAXIMUM_RATE, MINIMUM_RATE, RateLimiter
+from crawler.ratelimit import (
+    ADAPTIVE_START,
+    BOOK_START_SHARE,
+    CUT_FACTOR,
+    CUT_INTERVAL,
+    FAST_SHARE,
+    FORGET_FACTOR,
+    MAXIMUM_RATE,
+    MINIMUM_RATE,
+    PROBE_STEP,
+    RateBook,
+    RateLimiter,
+)
 
 START = 1000.0
 #: The shortest time a sleep takes (well above the float spacing of START).
@@ -188,8 +200,100 @@ def test_an_adaptive_limiter_starts_at_the_adaptive_start_and_climbs_past_any_co
         limiter.succeeded()
 
     assert start == ADAPTIVE_START
-    assert limiter.ceiling == MAXIMUM_RATE
+    assert limiter.maximum == MAXIMUM_RATE
     assert limiter.rate > 100.0
+
+
+def successes_until(limiter: RateLimiter, rate: float) -> int:
+    """Successful calls it takes the limiter to climb to ``rate``."""
+    count = 0
+    while limiter.rate < rate:
+        limiter.succeeded()
+        count += 1
+    return count
+
+
+def test_after_a_throttle_the_climb_is_quick_far_below_the_ceiling_and_slow_near_it(fake: FakeTime) -> None:
+    limiter = limiter_on(fake, None)
+    limiter.rate = 20.0
+    limiter.throttled()
+    assert (limiter.ceiling, limiter.rate) == (20.0, pytest.approx(20.0 * CUT_FACTOR))
+
+    quick = successes_until(limiter, 20.0 * FAST_SHARE)
+    slow = successes_until(limiter, 20.0)
+
+    # Quick: about one request per second each second, i.e. r dr per step: (17^2 - 12^2) / 2 calls.
+    assert quick == pytest.approx((17.0 ** 2 - 12.0 ** 2) / 2, rel=0.05)
+    # Slow: PROBE_STEP per call from 17 to 20, about 8 seconds of calls at that rate.
+    assert slow == pytest.approx(3.0 / PROBE_STEP, rel=0.02)
+
+
+def test_a_second_cut_soon_after_remembers_what_aws_let_through(fake: FakeTime) -> None:
+    """After a cut AWS's bucket is empty: the calls that got through until the next throttle came
+    at AWS's rate, a better ceiling than the rate throttled (which overshoots a full bucket)."""
+    limiter = limiter_on(fake, None)
+    limiter.throttled()  # at ADAPTIVE_START: the first cut remembers the rate throttled
+    assert limiter.ceiling == ADAPTIVE_START
+    for _ in range(5):
+        limiter.succeeded()
+    fake.advance(2 * CUT_INTERVAL)  # 5 calls in 2 s got through: AWS allows 2.5 a second
+
+    limiter.throttled()
+
+    assert limiter.ceiling == pytest.approx(2.5)
+
+
+def test_a_cut_after_a_quiet_spell_remembers_the_rate_throttled(fake: FakeTime) -> None:
+    limiter = limiter_on(fake, None)
+    limiter.throttled()
+    limiter.succeeded()
+    fake.advance(5.0)  # one call in 5 s: the account was waiting on jobs, not held back by AWS
+    rate = limiter.rate
+
+    limiter.throttled()
+
+    assert limiter.ceiling == rate
+
+
+def test_a_ceiling_passed_by_a_margin_without_throttling_is_forgotten(fake: FakeTime) -> None:
+    limiter = limiter_on(fake, None)
+    limiter.rate = 10.0
+    limiter.throttled()
+    successes_until(limiter, 10.0 * FORGET_FACTOR + PROBE_STEP)
+
+    limiter.succeeded()
+
+    assert limiter.ceiling is None
+    before = limiter.rate
+    limiter.succeeded()
+    assert limiter.rate - before == pytest.approx(1 / before)  # quick again
+
+
+def test_a_new_adaptive_limiter_starts_below_the_ceiling_other_accounts_found(fake: FakeTime) -> None:
+    book = RateBook()
+    first = RateLimiter(None, clock=fake.clock, sleep=fake.sleep, book=book)
+    assert book.ceiling() is None and first.rate == ADAPTIVE_START
+    for ceiling in (8.0, 6.0, 7.0):
+        other = RateLimiter(None, clock=fake.clock, sleep=fake.sleep, book=book)
+        other.rate = ceiling
+        other.throttled()
+
+    later = RateLimiter(None, clock=fake.clock, sleep=fake.sleep, book=book)
+    configured = RateLimiter(3.0, clock=fake.clock, sleep=fake.sleep, book=book)
+
+    assert book.ceiling() == 7.0
+    assert (later.rate, later.ceiling) == (pytest.approx(7.0 * BOOK_START_SHARE), 7.0)
+    assert (configured.rate, configured.ceiling) == (3.0, None)  # a configured rate is the user's
+
+
+def test_the_book_keeps_each_limiters_latest_ceiling(fake: FakeTime) -> None:
+    book = RateBook()
+    limiter = RateLimiter(None, clock=fake.clock, sleep=fake.sleep, book=book)
+    limiter.throttled()
+    fake.advance(CUT_INTERVAL)
+    limiter.throttled()
+
+    assert book.ceiling() == pytest.approx(ADAPTIVE_START * CUT_FACTOR)
 
 
 def test_an_adaptive_limiter_stops_at_the_maximum_rate(fake: FakeTime) -> None:

@@ -78,9 +78,11 @@ def suite(base: BenchSettings) -> list[SuiteEntry]:
     """The configurations that show every target on a 2-core machine (about ten minutes).
 
     Speed: 20 accounts x 30 entities at R=5 (100 IAM calls a second in all, within what the
-    simulator serves on 2 cores), with the CPU floor and the baseline on one account, scaled;
-    the same with R hidden. Memory: 5 and 50 accounts with no latency, a fast simulator and the
-    crawler's default 8 accounts at once; 50 x 140 entities at ACTION_LEVEL for a million rows.
+    simulator serves on 2 cores), all at once, with the CPU floor and the baseline on one
+    account, scaled; the same with R hidden, 8 accounts at once (the crawler's default: the
+    first 8 find the rate, the others start from what they found). Memory: 5 and 50 accounts
+    with no latency, a fast simulator and the crawler's default 8 accounts at once; 50 x 140
+    entities at ACTION_LEVEL for a million rows.
     """
     speed = replace(base, accounts=20, entities=30, rate=5.0, latency_ms=5.0, job_seconds=1.0, concurrency=None,
                     adaptive=False, baseline=True, floor=True, granularity="SERVICE_LEVEL")
@@ -88,7 +90,7 @@ def suite(base: BenchSettings) -> list[SuiteEntry]:
                    adaptive=False, baseline=False, floor=False, granularity="SERVICE_LEVEL")
     return [
         SuiteEntry("speed", speed, "wall / T* with R configured, throttling, CPU over the floor, baseline"),
-        SuiteEntry("adaptive", replace(speed, adaptive=True, baseline=False, floor=False),
+        SuiteEntry("adaptive", replace(speed, adaptive=True, concurrency=8, baseline=False, floor=False),
                    "wall / T* with R found adaptively, throttling"),
         SuiteEntry("memory-5", replace(fast, accounts=5), "peak memory, small organization"),
         SuiteEntry("memory-50", replace(fast, accounts=50), "peak memory, 10x the accounts"),
