@@ -178,7 +178,11 @@ class SimulatedOrganization:
 
 
 class QuietRequestHandler(MotoRequestHandler):
-    """moto's request handler without werkzeug's access log (one line per request on stderr)."""
+    """moto's request handler without werkzeug's access log (one line per request on stderr),
+    speaking HTTP/1.1 so that connections are kept alive between requests, as AWS's are
+    (werkzeug's HTTP/1.0 default made every call open and close a TCP connection)."""
+
+    protocol_version = "HTTP/1.1"
 
     def log_request(self, *args: Any, **kwargs: Any) -> None:
         """Log nothing: a crawl makes thousands of requests."""
