@@ -120,7 +120,8 @@ class Dataset:
             self._delete_dir(unit_dir)
             self._fs.create_dir(unit_dir, recursive=True)
             for table, rows in arrow_tables.items():
-                self._stage_table(unit_dir, table, rows)
+                if rows.num_rows:  # an empty table needs no file: publishing reads the files there are
+                    self._stage_table(unit_dir, table, rows)
             done = {"unit": unit, "rows": {table: rows.num_rows for table, rows in arrow_tables.items()},
                     "summary": dict(summary or {})}
             self._write_json(f"{unit_dir}/{DONE_MARKER}", done)

@@ -187,6 +187,18 @@ def test_published_files_have_the_table_schema(tmp_path: Path, table: str, conte
     assert pq.ParquetFile(files[0]).metadata.num_rows == (0 if content == "empty" else 1)
 
 
+def test_an_empty_table_is_staged_without_a_file_and_published_with_its_schema(tmp_path: Path) -> None:
+    dataset = new_dataset(tmp_path)
+    dataset.stage(ACCOUNTS[0], {"errors": [], "accounts": [make_row("accounts", ACCOUNTS[0], 0)]})
+    unit_dir = tmp_path / "_staging" / SNAPSHOT.isoformat() / RUN_ID / ACCOUNTS[0]
+    assert sorted(path.name for path in unit_dir.iterdir()) == ["DONE", "accounts.parquet"]
+
+    manifest = dataset.publish({})
+
+    assert manifest["tables"]["errors"]["rows"] == 0 and manifest["tables"]["accounts"]["rows"] == 1
+    assert pq.read_schema(part_files(tmp_path, "errors")[0]).equals(schema.ERRORS, check_metadata=False)
+
+
 def test_rows_are_sorted_across_units_and_row_groups(tmp_path: Path) -> None:
     settings = OutputSettings(row_group_rows=3, max_rows_per_file=7)
     dataset = new_dataset(tmp_path, settings)
