@@ -12,6 +12,10 @@ import pyarrow as pa
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 PARTITION_COLUMN = "snapshot_date"
 PARTITION_TYPE = pa.date32()
+#: The partition column as readers see it (it is in the directory name, not in the files).
+PARTITION_FIELD = pa.field(PARTITION_COLUMN, PARTITION_TYPE, nullable=False, metadata={
+    "description": "Snapshot date: the UTC date the run started (or output.snapshot_date), "
+                   "read from the directory name snapshot_date=YYYY-MM-DD."})
 TAGS = pa.list_(pa.struct([pa.field("key", pa.string(), nullable=False),
                            pa.field("value", pa.string(), nullable=False)]))
 
