@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(commands)
     _add_demo(commands)
     _add_verify(commands)
+    _add_report(commands)
     _add_sim(commands)
     return parser
 
@@ -120,6 +121,34 @@ def _run_verify(args: argparse.Namespace) -> int:
     report = verify_snapshot(args.root, args.snapshot)
     print(format_report(report))
     return EXIT_OK if report.ok else EXIT_FAILURES
+
+
+def _add_report(commands: argparse._SubParsersAction) -> None:
+    report = _command(commands, "report", "write the access review of a published snapshot",
+                      "Write the quarterly access review of a published snapshot: one self-contained HTML page "
+                      "(summary, accounts, unused services, stale users and roles, widest gaps, charts, and what "
+                      "the data cannot say), an xlsx workbook with a sheet per finding, or a directory with one "
+                      "CSV file per finding. In CSV, a cell starting with = + - @ (or a tab or carriage return) "
+                      "gets a leading apostrophe so that spreadsheets show it as text, never run it as a formula.",
+                      "access-crawler report ./access-data --days 90 --out review.html")
+    report.add_argument("root", metavar="ROOT", help="the dataset root (a directory or a filesystem URI)")
+    report.add_argument("--snapshot", type=_date, metavar="DATE",
+                        help="snapshot date, YYYY-MM-DD (default: the most recently published)")
+    report.add_argument("--days", type=_days, default=90,
+                        help="a service not used in this many days before collection is unused (1-400; default 90)")
+    report.add_argument("--format", choices=("html", "xlsx", "csv"), default="html",
+                        help="html (one page), xlsx (one workbook) or csv (a directory of files); default html")
+    report.add_argument("--out", type=Path, metavar="PATH",
+                        help="file (html, xlsx) or directory (csv) to write; default review.html, review.xlsx or "
+                             "review-csv/")
+    report.set_defaults(handler=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from crawler.report import describe, write_report
+
+    print(describe(write_report(args.root, args.out, args.snapshot, args.days, args.format)))
+    return EXIT_OK
 
 
 def _run_validate(args: argparse.Namespace) -> int:
@@ -342,6 +371,10 @@ def _fraction(text: str) -> float:
 
 def _session_seconds(text: str) -> int:
     return int(_number(text, int, 1, 43200, "a session lifetime in seconds (1-43200)"))
+
+
+def _days(text: str) -> int:
+    return int(_number(text, int, 1, 400, "a number of days (1-400, access advisor's tracking period)"))
 
 
 def _external_id(text: str) -> str:
