@@ -12,8 +12,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
-
 from crawler.progress import Progress
 from crawler.scheduler import RunSummary, run_crawl
 from crawler.settings import AdvisorSettings, AwsSettings, ConcurrencySettings, Config, OutputSettings
@@ -47,20 +45,24 @@ def run_demo(out: str | Path, accounts: int = 6, seed: int = 1, entities: int = 
 
 
 def findings(summary: RunSummary, days: int = 90) -> list[str]:
-    """A few lines of what the data shows (the quarterly review goes much further)."""
-    partition = f"snapshot_date={summary.snapshot_date.isoformat()}"
-    services = pd.read_parquet(Path(summary.root) / "service_last_accessed" / partition)
-    if services.empty:
+    """A few lines of what the data shows, by the same rules as the review report (crawler.analysis)."""
+    from crawler import analysis
+
+    snap = analysis.open_snapshot(summary.root, summary.snapshot_date)
+    accounts = analysis.account_summary(snap, days)
+    granted = int(accounts["services_granted"].sum())
+    if not granted:
         return ["no service rows: nothing to show"]
-    cutoff = services["collected_at"] - pd.Timedelta(days=days)
-    used = services["last_authenticated"].notna() & (services["last_authenticated"] >= cutoff)
-    unused = services[~used]
-    per_entity = services.assign(used=used).groupby("entity_arn")["used"].any()
-    stale = per_entity[~per_entity].index
-    lines = [f"{len(unused):,} of {len(services):,} granted (entity, service) pairs were not used in the last "
-             f"{days} days ({len(unused) / len(services):.0%})",
-             f"{len(stale):,} of {len(per_entity):,} entities used none of their services in {days} days"]
-    top = unused.groupby("service_namespace").size().sort_values(ascending=False).head(5)
+    unused = analysis.unused_services(snap, days)
+    unused = unused[unused["status"] == "unused"]
+    stale = analysis.stale_entities(snap, days)
+    entities = snap.entities
+    users_and_roles = entities["entity_type"].isin(["USER", "ROLE"]) & (entities["job_outcome"] == "completed")
+    lines = [f"{len(unused):,} of {granted:,} granted (entity, service) pairs were not used in the last {days} days "
+             f"({len(unused) / granted:.0%}; entities younger than that are not counted)",
+             f"{int((stale['status'] == 'stale').sum()):,} of {int(users_and_roles.sum()):,} users and roles used "
+             f"none of their services in {days} days"]
+    top = unused.groupby("service_namespace", observed=True).size().sort_values(ascending=False).head(5)
     lines.append("most often granted but unused: " + ", ".join(f"{name} ({count})" for name, count in top.items()))
     return lines
 

@@ -43,7 +43,7 @@ def commands() -> dict[str, object]:
     return dict(action.choices)
 
 
-@pytest.mark.parametrize("name", ["validate", "accounts", "run", "demo", "sim"])
+@pytest.mark.parametrize("name", ["validate", "accounts", "run", "demo", "verify", "report", "sim"])
 def test_every_command_is_documented_with_an_example(name: str) -> None:
     command = commands()[name]
     text = command.format_help()  # type: ignore[attr-defined]
