@@ -6,10 +6,11 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import botocore.utils
 import pytest
 
 from crawler.scheduler import run_crawl
-from crawler.sessions import HOME_REGIONS, CredentialsError, EnterAccountError, SessionFactory
+from crawler.sessions import HOME_REGIONS, CredentialsError, EnterAccountError, SessionFactory, parse_timestamp
 from crawler.settings import AssumeRoleSettings, AwsSettings, ConcurrencySettings
 from crawler.sim import FaultPlan, OrgSpec, SimulatedOrganization
 from tests.helpers import crawl_config, read_rows
@@ -148,3 +149,20 @@ def test_discovery_refused_is_recorded_as_a_failed_run(crawl_org, tmp_path: Path
     with pytest.raises(DiscoveryError):
         run_crawl(config, run_id="refused")
     assert read_manifest(str(tmp_path), "refused")["status"] == "failed"
+
+
+@pytest.mark.parametrize("text", [
+    "2026-11-30T03:00:00Z", "2026-11-30T03:00:00.123Z", "2026-11-30T03:00:00.123456Z", "2026-11-30T03:00:00+00:00",
+    "2026-11-30T08:30:00+05:30", "2026-11-29T22:00:00-05:00", "1999-12-31T23:59:59Z",
+    # not the fast path: botocore's own parser, unchanged
+    "2026-11-30T03:00:00", "2026-11-30", "Mon, 30 Nov 2026 03:00:00 GMT", "2026-11-30T03:00:00.1234567Z",
+])
+def test_fast_timestamps_are_the_instants_botocore_parses(text: str) -> None:
+    ours, botocores = parse_timestamp(text), botocore.utils.parse_timestamp(text)
+    assert ours == botocores
+    assert (ours.utcoffset() is None) == (botocores.utcoffset() is None)
+
+
+@pytest.mark.parametrize("value", [1796007072, 1796007072.5, "1796007072"])
+def test_epoch_timestamps_go_to_botocore(value: object) -> None:
+    assert parse_timestamp(value) == botocore.utils.parse_timestamp(value)
