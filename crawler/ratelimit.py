@@ -43,21 +43,31 @@ MEASURE_HORIZON = 10.0
 
 
 class RateBook:
-    """The ceilings the accounts of one crawl found, pooled: where new adaptive limiters start."""
+    """The ceilings the accounts of one crawl found, pooled: where new adaptive limiters start,
+    and what a limiter throttled for the first time can take instead of finding it again."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._ceilings: dict[int, float] = {}
+        self._ceilings: dict[int, tuple[float, bool]] = {}
 
-    def note(self, limiter: object, ceiling: float) -> None:
-        """``limiter`` was throttled at ``ceiling`` requests per second (its latest, replacing earlier ones)."""
+    def note(self, limiter: object, ceiling: float, measured: bool = False) -> None:
+        """``limiter`` was throttled at ``ceiling`` requests per second (its latest, replacing
+        earlier ones); ``measured``: by what AWS let through, not by the rate that was throttled."""
         with self._lock:
-            self._ceilings[id(limiter)] = ceiling
+            self._ceilings[id(limiter)] = (ceiling, measured)
 
     def ceiling(self) -> float | None:
-        """The median ceiling found so far, or None before any account was throttled."""
+        """The median measured ceiling, else the median of all, or None before any account was throttled."""
         with self._lock:
-            return statistics.median(self._ceilings.values()) if self._ceilings else None
+            measured = [value for value, was_measured in self._ceilings.values() if was_measured]
+            values = measured or [value for value, _ in self._ceilings.values()]
+            return statistics.median(values) if values else None
+
+    def measured(self) -> float | None:
+        """The median measured ceiling, or None before any was measured."""
+        with self._lock:
+            measured = [value for value, was_measured in self._ceilings.values() if was_measured]
+            return statistics.median(measured) if measured else None
 
 
 class RateLimiter:
@@ -101,30 +111,37 @@ class RateLimiter:
 
     def throttled(self) -> None:
         """AWS answered Throttling: slow down, and remember where."""
+        pooled = self._book.measured() if self._book is not None else None
         with self._lock:
             self.throttles += 1
             now = self._clock()
             if now - self._last_cut < CUT_INTERVAL:
                 return
             self._refill()
-            self.ceiling = ceiling = self._ceiling_at(now)
+            ceiling, measured = self._ceiling_at(now)
+            if not measured and pooled is not None:  # other accounts measured theirs: take it
+                ceiling, measured = min(ceiling, pooled), True
+            self.ceiling = ceiling
             self._last_cut, self._since_cut = now, 0
+            cut = BOOK_START_SHARE * ceiling if measured else self.rate * CUT_FACTOR
             # A configured rate below the floor stays where it is: a cut never speeds up.
-            self.rate = max(min(MINIMUM_RATE, self.rate), self.rate * CUT_FACTOR)
+            self.rate = max(min(MINIMUM_RATE, self.rate), min(cut, self.rate * BOOK_START_SHARE))
             self._tokens = min(self._tokens, 0.0)
         if self._book is not None:
-            self._book.note(self, ceiling)
+            self._book.note(self, ceiling, measured)
 
-    def _ceiling_at(self, now: float) -> float:
-        """The rate to remember for a cut now: the rate throttled, or what AWS let through since
-        the last cut when that is lower (the rate throttled overshoots when AWS's bucket had
-        tokens saved, as it has at the start)."""
+    def _ceiling_at(self, now: float) -> tuple[float, bool]:
+        """The rate to remember for a cut now, and whether it was measured: what AWS let through
+        since the last cut when that is lower than the rate throttled (which overshoots when
+        AWS's bucket had tokens saved, as it has at the start), else the rate throttled."""
         elapsed = now - self._last_cut
         if elapsed > MEASURE_HORIZON:
-            return self.rate
+            return self.rate, False
         delivered = self._since_cut / elapsed
         # Far below the rate: the account was not asking for more; the measure says nothing.
-        return min(self.rate, delivered) if delivered >= self.rate * CUT_FACTOR / 2 else self.rate
+        if self.rate * CUT_FACTOR / 2 <= delivered < self.rate:
+            return delivered, True
+        return self.rate, False
 
     def succeeded(self) -> None:
         """A call went through: climb, quickly far below the ceiling, slowly near it."""

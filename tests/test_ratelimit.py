@@ -286,6 +286,23 @@ def test_a_new_adaptive_limiter_starts_below_the_ceiling_other_accounts_found(fa
     assert (configured.rate, configured.ceiling) == (3.0, None)  # a configured rate is the user's
 
 
+def test_a_first_cut_takes_the_ceiling_other_accounts_measured(fake: FakeTime) -> None:
+    book = RateBook()
+    measuring = RateLimiter(None, clock=fake.clock, sleep=fake.sleep, book=book)
+    late = RateLimiter(None, clock=fake.clock, sleep=fake.sleep, book=book)
+    measuring.throttled()
+    for _ in range(8):
+        measuring.succeeded()
+    fake.advance(2 * CUT_INTERVAL)
+    measuring.throttled()  # 8 calls in 2 s got through: 4 a second, measured
+    assert book.measured() == pytest.approx(4.0)
+
+    late.throttled()  # its own first cut could only remember the rate throttled (10)
+
+    assert late.ceiling == pytest.approx(4.0)
+    assert late.rate == pytest.approx(4.0 * BOOK_START_SHARE)
+
+
 def test_the_book_keeps_each_limiters_latest_ceiling(fake: FakeTime) -> None:
     book = RateBook()
     limiter = RateLimiter(None, clock=fake.clock, sleep=fake.sleep, book=book)

@@ -90,7 +90,7 @@ def suite(base: BenchSettings) -> list[SuiteEntry]:
                    adaptive=False, baseline=False, floor=False, granularity="SERVICE_LEVEL")
     return [
         SuiteEntry("speed", speed, "wall / T* with R configured, throttling, CPU over the floor, baseline"),
-        SuiteEntry("adaptive", replace(speed, adaptive=True, concurrency=8, baseline=False, floor=False),
+        SuiteEntry("adaptive", replace(speed, accounts=30, adaptive=True, concurrency=8, baseline=False, floor=False),
                    "wall / T* with R found adaptively, throttling"),
         SuiteEntry("memory-5", replace(fast, accounts=5), "peak memory, small organization"),
         SuiteEntry("memory-50", replace(fast, accounts=50), "peak memory, 10x the accounts"),
