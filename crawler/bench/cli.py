@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--baseline-accounts", type=int, default=defaults.baseline_accounts,
                         help="accounts the baseline walks; its time is scaled to all (default 1)")
     parser.add_argument("--no-floor", action="store_true", help="do not measure the CPU floor (bare boto3 loop)")
+    parser.add_argument("--cpu-runs", type=int, default=defaults.cpu_runs,
+                        help="runs of the crawler and of the floor whose least CPU is compared (default 1)")
     parser.add_argument("--targets", action="store_true",
                         help="run the suite that shows every target (ignores the size options)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure of every configuration")
@@ -74,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("scripts/bench: --entities must be at least 8 (the simulator's minimum)")
     base = BenchSettings(rate=args.rate, latency_ms=args.latency_ms, job_seconds=args.job_seconds, seed=args.seed,
                          concurrency=args.concurrency, adaptive=args.adaptive, baseline=args.baseline,
-                         baseline_accounts=args.baseline_accounts, floor=not args.no_floor,
+                         baseline_accounts=args.baseline_accounts, floor=not args.no_floor, cpu_runs=args.cpu_runs,
                          granularity=args.granularity)
     if args.targets:
         runs = [(entry.name, entry.settings, entry.purpose) for entry in suite(base)]

@@ -38,9 +38,9 @@ FIGURES = ("accounts", "accounts_crawled", "entities_per_account", "rate", "late
            "rows", "rows_by_table", "rows_per_second", "crawler_cpu_seconds", "crawler_peak_rss_mib",
            "dataset_bytes", "bytes_per_row", "crawler_exit_code")
 #: Figures of the CPU floor (with ``BenchSettings.floor``).
-FLOOR_FIGURES = ("floor_cpu_seconds", "floor_fetch_cpu_seconds", "floor_service_rows",
-                 "crawler_cpu_ms_per_1000_service_rows", "floor_cpu_ms_per_1000_service_rows", "cpu_over_floor",
-                 "cpu_over_floor_fetch")
+FLOOR_FIGURES = ("cpu_runs", "crawler_cpu_seconds_least", "floor_cpu_seconds", "floor_fetch_cpu_seconds",
+                 "floor_service_rows", "crawler_cpu_ms_per_1000_service_rows",
+                 "floor_cpu_ms_per_1000_service_rows", "cpu_over_floor", "cpu_over_floor_fetch")
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,9 @@ class BenchSettings:
     baseline_accounts: int = 1
     #: Also measure the CPU floor: a bare boto3 loop making the same calls.
     floor: bool = True
+    #: Crawler and floor runs the CPU comparison takes the least CPU of (CPU time on a small
+    #: shared machine varies by about 10% from run to run).
+    cpu_runs: int = 1
     granularity: str = "SERVICE_LEVEL"
 
     @property
@@ -282,14 +285,27 @@ def measure(settings: BenchSettings, work: Path) -> dict[str, Any]:
               + (work / "crawler.log").read_text(encoding="utf-8")[-3000:], file=sys.stderr)
     figures = _figures(settings, needs, crawl, stats, dataset_figures(output))
     if settings.floor:
-        floor = floor_figures(settings, needs, work / "floor")
-        figures.update(floor)
-        figures.update(cpu_figures(crawl.cpu_seconds, figures["rows_by_table"].get("service_last_accessed", 0),
-                                   floor))
+        floors = [floor_figures(settings, needs, work / f"floor-{run}") for run in range(max(1, settings.cpu_runs))]
+        floor = min(floors, key=lambda figures: figures["floor_cpu_seconds"])
+        cpu = min([crawl.cpu_seconds, *(_crawl_once(settings, work / f"cpu-{run}").cpu_seconds
+                                        for run in range(1, settings.cpu_runs))])
+        figures.update(floor, cpu_runs=max(1, settings.cpu_runs), crawler_cpu_seconds_least=round(cpu, 2))
+        figures.update(cpu_figures(cpu, figures["rows_by_table"].get("service_last_accessed", 0), floor))
     if settings.baseline:
         figures.update(baseline_figures(settings, needs, work / "baseline"))
         figures["baseline_over_wall"] = round(figures["baseline_scaled_seconds"] / crawl.wall_seconds, 2)
     return figures
+
+
+def _crawl_once(settings: BenchSettings, work: Path) -> ProcessMeasure:
+    """One more crawl of a fresh simulator of the same organization (for the CPU comparison)."""
+    work.mkdir(parents=True, exist_ok=True)
+    config = work / "crawler.yaml"
+    config.write_text(crawler_config(settings, work / "output"), encoding="utf-8")
+    with simulator(settings, work / "sim") as sim:
+        crawl = run_crawler(config, work / "output", sim.environment(), work / "crawler.log")
+        sim.stop()
+    return crawl
 
 
 def _figures(settings: BenchSettings, needs: Sequence[AccountNeed], crawl: ProcessMeasure,
