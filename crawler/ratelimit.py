@@ -1,13 +1,14 @@
 """Per-account request rate: IAM throttles each account separately, so each gets its own bucket.
 
 A token bucket shared by every thread working in one account. On ``Throttling`` the rate is
-cut (multiplicatively, at most once per ``CUT_INTERVAL``: a burst of throttled answers is one
-signal) and the rate it was cut from is remembered as the account's *ceiling*. Successful
-calls raise the rate again: quickly (about one request per second each second) while it is
-well below the ceiling, slowly (about 2% a second) near it, where the next throttle would be,
-and quickly again once it has passed the ceiling by a margin without being throttled (the
-ceiling was a passing dip). The rate never exceeds the configured one; without one
-(``requests_per_second_per_account: null``) it is found this way.
+cut (at most once per ``CUT_INTERVAL``: a burst of throttled answers is one signal) and a
+*ceiling* remembered: the rate that was throttled or, when a second throttle follows soon, the
+rate AWS let through in between (*measured*: AWS's bucket was empty since the first). Successful
+calls raise the rate again: quickly (about one request per second each second), except near a
+measured ceiling, where the next throttle would be: there slowly (about 2% a second), and
+quickly again once past it by a margin without a throttle (it was a passing dip). The rate
+never exceeds the configured one; without one (``requests_per_second_per_account: null``) it
+is found this way.
 
 IAM's quota is the same in every account unless someone else is using an account's IAM at
 the time, so the ceilings the accounts of one crawl found are pooled in a :class:`RateBook`:
@@ -79,10 +80,15 @@ class RateLimiter:
         self.rate = rate if rate is not None else ADAPTIVE_START
         #: The rate the last cut was made from (None: never throttled, or forgotten).
         self.ceiling: float | None = None
+        #: Whether the ceiling was measured (by what AWS let through): only then is the climb
+        #: near it slow. A lone throttle (a burst, someone else using the account) is not evidence
+        #: enough to spend seconds below a rate that was fine.
+        self.ceiling_measured = False
         self._book = book
         pooled = book.ceiling() if book is not None and rate is None else None
         if pooled is not None:
             self.ceiling = pooled
+            self.ceiling_measured = book is not None and book.measured() is not None
             self.rate = max(MINIMUM_RATE, min(self.maximum, pooled * BOOK_START_SHARE))
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
@@ -121,7 +127,7 @@ class RateLimiter:
             ceiling, measured = self._ceiling_at(now)
             if not measured and pooled is not None:  # other accounts measured theirs: take it
                 ceiling, measured = min(ceiling, pooled), True
-            self.ceiling = ceiling
+            self.ceiling, self.ceiling_measured = ceiling, measured
             self._last_cut, self._since_cut = now, 0
             cut = BOOK_START_SHARE * ceiling if measured else self.rate * CUT_FACTOR
             # A configured rate below the floor stays where it is: a cut never speeds up.
@@ -151,7 +157,7 @@ class RateLimiter:
             if ceiling is not None and self.rate > ceiling * FORGET_FACTOR:
                 self.ceiling = ceiling = None
             # Quick: 1/rate a call is about one request per second more each second.
-            quick = ceiling is None or self.rate < ceiling * FAST_SHARE
+            quick = ceiling is None or not self.ceiling_measured or self.rate < ceiling * FAST_SHARE
             step = 1.0 / self.rate if quick else PROBE_STEP
             self.rate = min(self.maximum, self.rate + step)
 

@@ -213,11 +213,16 @@ def successes_until(limiter: RateLimiter, rate: float) -> int:
     return count
 
 
-def test_after_a_throttle_the_climb_is_quick_far_below_the_ceiling_and_slow_near_it(fake: FakeTime) -> None:
+def test_after_a_measured_cut_the_climb_is_quick_far_below_the_ceiling_and_slow_near_it(fake: FakeTime) -> None:
     limiter = limiter_on(fake, None)
-    limiter.rate = 20.0
+    limiter.rate = 40.0
     limiter.throttled()
-    assert (limiter.ceiling, limiter.rate) == (20.0, pytest.approx(20.0 * CUT_FACTOR))
+    for _ in range(20):
+        limiter.succeeded()
+    fake.advance(1.0)
+    limiter.throttled()  # 20 calls in 1 s got through: AWS allows 20 a second
+    assert (limiter.ceiling, limiter.ceiling_measured) == (pytest.approx(20.0), True)
+    limiter.rate = 20.0 * CUT_FACTOR
 
     quick = successes_until(limiter, 20.0 * FAST_SHARE)
     slow = successes_until(limiter, 20.0)
@@ -226,6 +231,18 @@ def test_after_a_throttle_the_climb_is_quick_far_below_the_ceiling_and_slow_near
     assert quick == pytest.approx((17.0 ** 2 - 12.0 ** 2) / 2, rel=0.05)
     # Slow: PROBE_STEP per call from 17 to 20, about 8 seconds of calls at that rate.
     assert slow == pytest.approx(3.0 / PROBE_STEP, rel=0.02)
+
+
+def test_after_a_lone_throttle_the_climb_back_is_quick_all_the_way(fake: FakeTime) -> None:
+    """A throttle after a quiet spell (a burst, someone else using the account) is not evidence
+    enough to stay below a rate that was fine: the configured rate comes back in seconds."""
+    limiter = limiter_on(fake, 20.0)
+    limiter.throttled()
+    assert (limiter.ceiling, limiter.ceiling_measured) == (20.0, False)
+
+    calls = successes_until(limiter, 20.0)
+
+    assert calls == pytest.approx((20.0 ** 2 - 12.0 ** 2) / 2, rel=0.05)
 
 
 def test_a_second_cut_soon_after_remembers_what_aws_let_through(fake: FakeTime) -> None:
@@ -259,6 +276,7 @@ def test_a_ceiling_passed_by_a_margin_without_throttling_is_forgotten(fake: Fake
     limiter = limiter_on(fake, None)
     limiter.rate = 10.0
     limiter.throttled()
+    limiter.ceiling_measured = True  # as after a second cut soon after the first
     successes_until(limiter, 10.0 * FORGET_FACTOR + PROBE_STEP)
 
     limiter.succeeded()
