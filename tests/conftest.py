@@ -23,6 +23,18 @@ CLEARED = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOI
            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "MOTO_ACCOUNT_ID")
 
 
+def isolate_aws(patch: pytest.MonkeyPatch, config: Path, credentials: Path) -> None:
+    """Fake credentials, no profile or endpoint from the caller's environment, no instance
+    metadata, and these AWS config files: a real call fails."""
+    for name in CLEARED:
+        patch.delenv(name, raising=False)
+    for name, value in FAKE_ENV.items():
+        patch.setenv(name, value)
+    patch.setenv("AWS_CONFIG_FILE", str(config))
+    patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
 @pytest.fixture(autouse=True)
 def fake_aws_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Fake credentials, empty AWS config files, no instance metadata: a real call fails."""
@@ -30,13 +42,7 @@ def fake_aws_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     config, credentials = home / "config", home / "credentials"
     config.write_text("", encoding="utf-8")
     credentials.write_text("", encoding="utf-8")
-    for name in CLEARED:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in FAKE_ENV.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    isolate_aws(monkeypatch, config, credentials)
     yield home
 
 

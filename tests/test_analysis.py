@@ -28,7 +28,7 @@ from crawler.sim import OrgSpec, SimulatedOrganization
 from crawler.sim.generator import principal_grants
 from crawler.sim.model import Entity, InlinePolicy, OrganizationModel, ServiceActivity, Use
 from crawler.sim.truth import service_rows
-from tests.conftest import CLEARED, FAKE_ENV
+from tests.conftest import isolate_aws
 from tests.helpers import SIM_PROFILE, crawl_config, crawlable, read_rows
 
 SPEC = OrgSpec(accounts=5, entities=14, seed=3, accounts_without_crawler_role=1)
@@ -76,14 +76,7 @@ class Review:
 # -- the crawled organization ----------------------------------------------------------------
 def fake_aws(patch: pytest.MonkeyPatch, home: Path, sim: SimulatedOrganization) -> None:
     """What conftest's fake_aws_environment does per test, for the module: fake credentials, the sim profile."""
-    for name in CLEARED:
-        patch.delenv(name, raising=False)
-    for name, value in FAKE_ENV.items():
-        patch.setenv(name, value)
-    config, credentials = sim.write_aws_config(home, profile=SIM_PROFILE)
-    patch.setenv("AWS_CONFIG_FILE", str(config))
-    patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
-    patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    isolate_aws(patch, *sim.write_aws_config(home, profile=SIM_PROFILE))
 
 
 def crawl(root: Path, day: date) -> None:

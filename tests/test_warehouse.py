@@ -19,7 +19,7 @@ from crawler import schema, warehouse
 from crawler.scheduler import run_crawl
 from crawler.settings import AdvisorSettings
 from crawler.sim import OrgSpec, SimulatedOrganization
-from tests.conftest import CLEARED, FAKE_ENV
+from tests.conftest import isolate_aws
 from tests.helpers import SIM_PROFILE, crawl_config
 
 DIALECT_NAMES = {"athena": warehouse.ATHENA, "snowflake": warehouse.SNOWFLAKE, "bigquery": warehouse.BIGQUERY,
@@ -173,14 +173,7 @@ def crawled(tmp_path_factory: pytest.TempPathFactory) -> Crawl:
     home, root = tmp_path_factory.mktemp("aws-home"), tmp_path_factory.mktemp("dataset")
     sim = SimulatedOrganization(SPEC)
     with pytest.MonkeyPatch.context() as patch, sim.in_process():
-        for name in CLEARED:
-            patch.delenv(name, raising=False)
-        for name, value in FAKE_ENV.items():
-            patch.setenv(name, value)
-        config_file, credentials_file = sim.write_aws_config(home, profile=SIM_PROFILE)
-        patch.setenv("AWS_CONFIG_FILE", str(config_file))
-        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials_file))
-        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        isolate_aws(patch, *sim.write_aws_config(home, profile=SIM_PROFILE))
         advisor = AdvisorSettings(granularity="ACTION_LEVEL", entity_details=True, policies_granting_access=True,
                                   poll_interval_seconds=0.05, max_poll_interval_seconds=0.5)
         summary = run_crawl(crawl_config(root, advisor=advisor))
