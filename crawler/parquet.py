@@ -65,17 +65,19 @@ def rows_to_table(table: str, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
 
 
 def _check_rows(table: str, target: pa.Schema, rows: Sequence[Mapping[str, Any]]) -> None:
-    columns = set(target.names)
-    timestamp_columns = [field.name for field in target if pa.types.is_timestamp(field.type)]
-    for position, row in enumerate(rows):
-        unknown = row.keys() - columns
-        if unknown:
-            raise ValueError(f"{table} row {position}: keys that are not columns: {sorted(unknown)}")
-        for name in timestamp_columns:
-            value = row.get(name)
-            # pyarrow would silently take a naive datetime for UTC.
+    # pyarrow would silently drop a key that is not a column, and take a naive datetime for UTC.
+    unknown = set().union(*rows) - set(target.names)
+    if unknown:
+        position = next(index for index, row in enumerate(rows) if row.keys() & unknown)
+        extra = sorted(rows[position].keys() & unknown)
+        raise ValueError(f"{table} row {position}: keys that are not columns: {extra}")
+    for field in target:
+        if not pa.types.is_timestamp(field.type):
+            continue
+        for position, value in enumerate(row.get(field.name) for row in rows):
             if isinstance(value, datetime) and value.utcoffset() is None:
-                raise ValueError(f"{table} row {position}: {name} is a naive datetime; timestamps must be tz-aware")
+                raise ValueError(f"{table} row {position}: {field.name} is a naive datetime; "
+                                 "timestamps must be tz-aware")
 
 
 def sort_table(arrow_table: pa.Table, keys: Sequence[str]) -> pa.Table:
