@@ -23,11 +23,11 @@ COLUMNS = ("entity_arn", "service_namespace", "last_authenticated", "last_authen
 
 
 def advise(sim, tmp_path: Path, account_id: str, settings: AdvisorSettings, window: int = 4,  # noqa: ANN001, ANN201
-           parallel_calls: int = 4):
+           parallel_calls: int = 4, rate: float | None = None):
     """Run the advisor over every entity of one account; return (outcomes, progress counters)."""
     config = crawl_config(tmp_path)
     factory = SessionFactory(config.aws, config.assume_role, config.concurrency)
-    calls = AccountCalls(factory.enter_account(account_id), "iam", RateLimiter(None))
+    calls = AccountCalls(factory.enter_account(account_id), "iam", RateLimiter(rate))
     entities = entities_of(get_authorization_details(calls, EntitySettings()))
     progress = Progress()
     outcomes = AccountAdvisor(calls, settings, window, progress, parallel_calls=parallel_calls).run(entities)
@@ -59,6 +59,21 @@ def test_jobs_that_take_time_are_polled_until_complete(crawl_org, tmp_path: Path
     assert {outcome.outcome for outcome in outcomes} == {COMPLETED}
     assert all(outcome.collected_at and outcome.job_created_at and outcome.collected_at >= outcome.job_created_at
                for outcome in outcomes)
+
+
+def test_the_first_read_learns_how_long_jobs_take(crawl_org, tmp_path: Path) -> None:
+    """Jobs take 0.3 s and the first read starts at 0.05 s: without learning, each job would be
+    read about five times (0.05, +0.075, +0.11, +0.17, ...); learning, most are read once."""
+    sim = crawl_org(OrgSpec(accounts=1, entities=40, seed=21), FaultPlan.uniform(job_seconds=0.3))
+    account_id = sim.member_account_ids[0]
+    settings = AdvisorSettings(poll_interval_seconds=0.05, max_poll_interval_seconds=2.0)
+
+    outcomes, _ = advise(sim, tmp_path, account_id, settings, window=4, rate=1000.0)  # the rate never holds a read
+
+    assert {outcome.outcome for outcome in outcomes} == {COMPLETED}
+    reads = sim.state.calls[(account_id, "GetServiceLastAccessedDetails")]
+    assert len(outcomes) >= 40
+    assert reads < 2 * len(outcomes)
 
 
 def test_a_malformed_answer_is_recorded_and_the_crawl_goes_on(crawl_org, tmp_path: Path) -> None:
