@@ -280,8 +280,9 @@ def test_concurrency_limits_are_respected_and_used(crawl_org, tmp_path: Path) ->
     """Accounts at once, jobs open per account and IAM calls in flight per account, as the
     simulator saw them, never exceed the settings, and reach them (the limits are not idle)."""
     sim = crawl_org(OrgSpec(accounts=6, entities=12, seed=5), FaultPlan.uniform(latency_ms=20, job_seconds=0.2))
-    limits = ConcurrencySettings(accounts=2, jobs_in_flight_per_account=3, parallel_calls_per_account=2,
-                                 max_attempts=4)
+    # A rate that never holds a call back: the limits below are then the only thing that does.
+    limits = ConcurrencySettings(accounts=2, requests_per_second_per_account=1000.0, jobs_in_flight_per_account=3,
+                                 parallel_calls_per_account=2, max_attempts=4)
     summary = run_crawl(crawl_config(tmp_path, concurrency=limits))
 
     crawled = crawlable(sim)
