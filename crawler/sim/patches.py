@@ -150,7 +150,7 @@ _MALFORMED = {True: "<ErrorResponse><Error><Code>Throttl", False: '["Accounts", 
 
 def _inject_faults(state: SimState, service: str, operation: str, account: str, access_key: str) -> bool:
     """Count the call, apply the account's faults; True when the answer should be malformed."""
-    state.count_call(account, operation)
+    state.count_call(account, service, operation, access_key)
     faults = state.faults.for_account(account)
     if sts.session_expired(state, access_key):
         raise SimError("ExpiredToken", "The security token included in the request is expired", 400)

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from crawler.sim.catalog import ServiceCatalog
 from crawler.sim.faults import FaultPlan, TokenBucket
@@ -38,6 +38,22 @@ class FaultEvent:
     operation: str
     detail: str = ""
     at: float = field(default_factory=time.time)
+
+
+class Request(NamedTuple):
+    """Who made a request, where, and which action it was (the key of :attr:`SimState.requests`)."""
+
+    account_id: str
+    #: The role ARN of the STS session that signed the request; empty for long-term credentials.
+    principal: str
+    #: The IAM action's service prefix (``iam``, ``sts``, ``organizations``).
+    service: str
+    operation: str
+
+    @property
+    def action(self) -> str:
+        """The IAM action, as a policy names it: ``iam:GetAccountAuthorizationDetails``."""
+        return f"{self.service}:{self.operation}"
 
 
 @dataclass
@@ -99,7 +115,9 @@ class SimState:
         self.attempts: Counter[tuple[str, str]] = Counter()
         self.deleted: set[str] = set()
         self.events: list[FaultEvent] = []
+        #: Requests by (account, operation), and by who made them and which IAM action they were.
         self.calls: Counter[tuple[str, str]] = Counter()
+        self.requests: Counter[Request] = Counter()
         self.throttled: Counter[str] = Counter()
         self._buckets: dict[str, TokenBucket] = {}
         self._first_iam_call: dict[str, float] = {}
@@ -119,10 +137,13 @@ class SimState:
         with self._counter_lock:
             self.events.append(FaultEvent(kind, account_id, operation, detail))
 
-    def count_call(self, account_id: str, operation: str) -> None:
-        """Count a request (every request, answered or not)."""
+    def count_call(self, account_id: str, service: str, operation: str, access_key: str = "") -> None:
+        """Count a request (every request, answered or not), with the principal that signed it."""
+        session = self.sessions.get(access_key)
+        request = Request(account_id, session.role_arn if session else "", service, operation)
         with self._counter_lock:
             self.calls[(account_id, operation)] += 1
+            self.requests[request] += 1
 
     def iam_request(self, account_id: str) -> _IamRequest:
         """``with state.iam_request(account):`` around the serving of one IAM request."""
