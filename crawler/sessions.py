@@ -116,8 +116,13 @@ class SessionFactory:
             return self.base.client(service, region_name=region or self.region, config=self.client_config())
 
     def organizations_client(self) -> Any:
-        """An Organizations client in the partition's home region."""
-        return self.base_client("organizations", HOME_REGIONS[self.partition])
+        """An Organizations client in the partition's home region: as the hub role when one is
+        configured (the crawler's own credentials may be outside the organization), else with
+        the crawler's own credentials."""
+        region = HOME_REGIONS[self.partition]
+        if self.assume_role.hub_role_arn:
+            return self._hub_session().client("organizations", region)
+        return self.base_client("organizations", region)
 
     def caller_identity(self) -> dict[str, Any]:
         """GetCallerIdentity of the base credentials: who the crawl runs as (CredentialsError if nobody)."""
@@ -186,14 +191,17 @@ class AccountSession:
         core._credentials = self._credentials
         self._boto3 = boto3.Session(botocore_session=core, region_name=self.factory.region)
 
-    def client(self, service: str) -> Any:
-        """A client of ``service`` in this account, created once and shared by the account's threads."""
+    def client(self, service: str, region: str | None = None) -> Any:
+        """A client of ``service`` in this account (in ``region``, default the crawl's), created
+        once and shared by the account's threads."""
+        key = f"{service}@{region or self.factory.region}"
         with self._lock:
-            if service not in self._clients:
+            if key not in self._clients:
                 assert self._boto3 is not None, "start() the session first"
-                self._clients[service] = self._boto3.client(
-                    service, config=self.factory.client_config(self.factory.concurrency.parallel_calls_per_account))
-            return self._clients[service]
+                self._clients[key] = self._boto3.client(
+                    service, region_name=region or self.factory.region,
+                    config=self.factory.client_config(self.factory.concurrency.parallel_calls_per_account))
+            return self._clients[key]
 
     def renew(self) -> None:
         """Renew the credentials now (after ExpiredToken); bumps the generation."""
