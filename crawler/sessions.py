@@ -98,6 +98,14 @@ class SessionFactory:
         #: botocore's loader of service models (with its cache), shared by every account's session.
         self.loader = self.base._session.get_component("data_loader")
         self._lock = threading.Lock()
+        # One botocore session makes every account's clients, each with its account's credentials:
+        # a session per account cost ~12 ms of CPU each (botocore registers its handlers anew).
+        # A session of the same profile keeps its settings (endpoint_url, region).
+        accounts_core = botocore.session.Session(profile=aws.profile)
+        accounts_core.register_component("data_loader", self.loader)
+        use_fast_timestamps(accounts_core)
+        self._accounts_core = accounts_core
+        self._accounts = boto3.Session(botocore_session=accounts_core, region_name=self.region)
         self._hub_lock = threading.Lock()
         self._hub: AccountSession | None = None
 
@@ -134,6 +142,19 @@ class SessionFactory:
         except AWS_ERRORS as error:
             raise CredentialsError(f"the crawler's AWS credentials do not work: {error_code(error)}: "
                                    f"{error_message(error)}") from error
+
+    def account_client(self, credentials: RefreshableCredentials, service: str, region: str | None = None,
+                       pool_size: int = 10) -> Any:
+        """A client of ``service`` that signs with ``credentials`` (an account's, renewing themselves)."""
+        with self._lock:
+            # botocore gives a new client the session's credentials object, kept by the client
+            # (renewals included): set for this creation only, under the lock.
+            self._accounts_core._credentials = credentials
+            try:
+                return self._accounts.client(service, region_name=region or self.region,
+                                             config=self.client_config(pool_size))
+            finally:
+                self._accounts_core._credentials = None
 
     def role_arn(self, account_id: str) -> str:
         """The role the crawler assumes in ``account_id``."""
@@ -173,7 +194,6 @@ class AccountSession:
         self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
         self._credentials: RefreshableCredentials | None = None
-        self._boto3: boto3.Session | None = None
 
     def start(self) -> None:
         """Assume the role now; EnterAccountError when AWS refuses."""
@@ -181,15 +201,6 @@ class AccountSession:
         self._credentials = RefreshableCredentials.create_from_metadata(
             metadata, refresh_using=self._renew, method="assume-role")
         self._set_refresh_timeouts(metadata)
-        # A botocore session of the same profile keeps its settings (endpoint_url, region) while
-        # the assumed-role credentials replace the profile's own.
-        core = botocore.session.Session(profile=self.factory.aws.profile)
-        # Every account's session reads the same service models: load them once, not per account
-        # (about 10 MB and 0.15 s of CPU per account otherwise, measured with scripts/bench).
-        core.register_component("data_loader", self.factory.loader)
-        use_fast_timestamps(core)
-        core._credentials = self._credentials
-        self._boto3 = boto3.Session(botocore_session=core, region_name=self.factory.region)
 
     def client(self, service: str, region: str | None = None) -> Any:
         """A client of ``service`` in this account (in ``region``, default the crawl's), created
@@ -197,10 +208,9 @@ class AccountSession:
         key = f"{service}@{region or self.factory.region}"
         with self._lock:
             if key not in self._clients:
-                assert self._boto3 is not None, "start() the session first"
-                self._clients[key] = self._boto3.client(
-                    service, region_name=region or self.factory.region,
-                    config=self.factory.client_config(self.factory.concurrency.parallel_calls_per_account))
+                assert self._credentials is not None, "start() the session first"
+                self._clients[key] = self.factory.account_client(
+                    self._credentials, service, region, self.factory.concurrency.parallel_calls_per_account)
             return self._clients[key]
 
     def renew(self) -> None:
