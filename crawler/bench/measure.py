@@ -273,21 +273,15 @@ def cpu_figures(crawler_cpu: float, service_rows: int, floor: dict[str, Any]) ->
 def measure(settings: BenchSettings, work: Path) -> dict[str, Any]:
     """Run the crawler (and the baseline when asked) on one configuration; every figure by name."""
     needs = account_needs(settings)
-    work.mkdir(parents=True, exist_ok=True)
-    output = work / "output"
-    config = work / "crawler.yaml"
-    config.write_text(crawler_config(settings, output), encoding="utf-8")
-    with simulator(settings, work / "sim") as sim:
-        crawl = run_crawler(config, output, sim.environment(), work / "crawler.log")
-        stats = sim.stop()
+    crawl, stats = _crawl_once(settings, work)
     if crawl.exit_code != 0:
         print(f"crawler exited {crawl.exit_code}; its output:\n"
               + (work / "crawler.log").read_text(encoding="utf-8")[-3000:], file=sys.stderr)
-    figures = _figures(settings, needs, crawl, stats, dataset_figures(output))
+    figures = _figures(settings, needs, crawl, stats, dataset_figures(work / "output"))
     if settings.floor:
         floors = [floor_figures(settings, needs, work / f"floor-{run}") for run in range(max(1, settings.cpu_runs))]
         floor = min(floors, key=lambda figures: figures["floor_cpu_seconds"])
-        cpu = min([crawl.cpu_seconds, *(_crawl_once(settings, work / f"cpu-{run}").cpu_seconds
+        cpu = min([crawl.cpu_seconds, *(_crawl_once(settings, work / f"cpu-{run}")[0].cpu_seconds
                                         for run in range(1, settings.cpu_runs))])
         figures.update(floor, cpu_runs=max(1, settings.cpu_runs), crawler_cpu_seconds_least=round(cpu, 2))
         figures.update(cpu_figures(cpu, figures["rows_by_table"].get("service_last_accessed", 0), floor))
@@ -297,15 +291,15 @@ def measure(settings: BenchSettings, work: Path) -> dict[str, Any]:
     return figures
 
 
-def _crawl_once(settings: BenchSettings, work: Path) -> ProcessMeasure:
-    """One more crawl of a fresh simulator of the same organization (for the CPU comparison)."""
+def _crawl_once(settings: BenchSettings, work: Path) -> tuple[ProcessMeasure, dict[str, dict[str, int]]]:
+    """One crawl of a fresh simulator of the organization into ``work``: what it cost, and the
+    simulator's counts of calls and throttles."""
     work.mkdir(parents=True, exist_ok=True)
     config = work / "crawler.yaml"
     config.write_text(crawler_config(settings, work / "output"), encoding="utf-8")
     with simulator(settings, work / "sim") as sim:
         crawl = run_crawler(config, work / "output", sim.environment(), work / "crawler.log")
-        sim.stop()
-    return crawl
+        return crawl, sim.stop()
 
 
 def _figures(settings: BenchSettings, needs: Sequence[AccountNeed], crawl: ProcessMeasure,
