@@ -59,16 +59,17 @@ class RateBook:
 
     def ceiling(self) -> float | None:
         """The median measured ceiling, else the median of all, or None before any account was throttled."""
-        with self._lock:
-            measured = [value for value, was_measured in self._ceilings.values() if was_measured]
-            values = measured or [value for value, _ in self._ceilings.values()]
-            return statistics.median(values) if values else None
+        return self._median(measured_only=False)
 
     def measured(self) -> float | None:
         """The median measured ceiling, or None before any was measured."""
+        return self._median(measured_only=True)
+
+    def _median(self, measured_only: bool) -> float | None:
         with self._lock:
             measured = [value for value, was_measured in self._ceilings.values() if was_measured]
-            return statistics.median(measured) if measured else None
+            values = measured or ([] if measured_only else [value for value, _ in self._ceilings.values()])
+            return statistics.median(values) if values else None
 
 
 class RateLimiter:
@@ -85,11 +86,8 @@ class RateLimiter:
         #: enough to spend seconds below a rate that was fine.
         self.ceiling_measured = False
         self._book = book
-        pooled = book.ceiling() if book is not None and rate is None else None
-        if pooled is not None:
-            self.ceiling = pooled
-            self.ceiling_measured = book is not None and book.measured() is not None
-            self.rate = max(MINIMUM_RATE, min(self.maximum, pooled * BOOK_START_SHARE))
+        if book is not None and rate is None:
+            self._start_from(book)
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
         # One token, not a full bucket: others may be using the account's IAM bucket too, and a
@@ -99,6 +97,14 @@ class RateLimiter:
         self._last_cut = float("-inf")
         self._since_cut = 0
         self.throttles = 0
+
+    def _start_from(self, book: RateBook) -> None:
+        """Start just below the ceiling other accounts found, if any did."""
+        measured = book.measured()
+        pooled = measured if measured is not None else book.ceiling()
+        if pooled is not None:
+            self.ceiling, self.ceiling_measured = pooled, measured is not None
+            self.rate = max(MINIMUM_RATE, min(self.maximum, pooled * BOOK_START_SHARE))
 
     def acquire(self) -> float:
         """Wait for a token; return the seconds waited."""
