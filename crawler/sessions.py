@@ -95,14 +95,13 @@ class SessionFactory:
             raise CredentialsError(f"AWS profile {aws.profile!r}: {error}") from error
         use_fast_timestamps(self.base._session)
         self.region = aws.region or self.base.region_name or HOME_REGIONS[self.partition]
-        #: botocore's loader of service models (with its cache), shared by every account's session.
-        self.loader = self.base._session.get_component("data_loader")
         self._lock = threading.Lock()
         # One botocore session makes every account's clients, each with its account's credentials:
         # a session per account cost ~12 ms of CPU each (botocore registers its handlers anew).
-        # A session of the same profile keeps its settings (endpoint_url, region).
+        # A session of the same profile keeps its settings (endpoint_url, region); it shares the
+        # base session's loader, so the service models are read once.
         accounts_core = botocore.session.Session(profile=aws.profile)
-        accounts_core.register_component("data_loader", self.loader)
+        accounts_core.register_component("data_loader", self.base._session.get_component("data_loader"))
         use_fast_timestamps(accounts_core)
         self._accounts_core = accounts_core
         self._accounts = boto3.Session(botocore_session=accounts_core, region_name=self.region)
