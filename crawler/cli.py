@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate(commands)
     _add_accounts(commands)
     _add_run(commands)
+    _add_consolidate(commands)
     _add_demo(commands)
     _add_verify(commands)
     _add_report(commands)
@@ -89,7 +90,35 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--resume", action="store_true",
                      help="finish the newest unfinished run under the output path, whatever its snapshot date (a "
                           "plain run resumes an unfinished run of the same snapshot date by itself)")
+    run.add_argument("--shard", type=_shard, metavar="K/N",
+                     help="crawl shard K (from 0) of N: a stable share of the accounts. N shards (on N machines) "
+                          "write into one run; the last to finish publishes it")
+    run.add_argument("--run-id", type=_run_id, metavar="ID",
+                     help="the run id (shards of one run pass the same one, e.g. the job runner's id; default for "
+                          "shards: <date>-<N>-shards)")
     run.set_defaults(handler=_run_run)
+
+
+def _add_consolidate(commands: argparse._SubParsersAction) -> None:
+    consolidate = _command(
+        commands, "consolidate", "publish a sharded run whose shards are all done",
+        "Publish the snapshot of a sharded run from what its shards staged, when every shard recorded itself done "
+        "but none published (the last one died first). Exit code 0: published; 2: shards missing or bad usage.",
+        "access-crawler consolidate s3://bucket/access-data --snapshot 2026-11-30")
+    consolidate.add_argument("root", metavar="ROOT", help="the dataset root (a directory or a filesystem URI)")
+    consolidate.add_argument("--snapshot", type=_date, metavar="DATE", required=True, help="snapshot date, YYYY-MM-DD")
+    consolidate.add_argument("--run-id", type=_run_id, metavar="ID",
+                             help="the sharded run to publish (needed only when several are staged for the date)")
+    consolidate.set_defaults(handler=_run_consolidate)
+
+
+def _run_consolidate(args: argparse.Namespace) -> int:
+    from crawler.scheduler import consolidate
+
+    manifest = consolidate(args.root, args.snapshot, args.run_id)
+    print(f"run {manifest['run_id']}: snapshot {manifest['snapshot_date']} published from {len(manifest['shards'])} "
+          f"shards\nrows: " + ", ".join(f"{name} {table['rows']:,}" for name, table in manifest["tables"].items()))
+    return EXIT_OK
 
 
 def _add_demo(commands: argparse._SubParsersAction) -> None:
@@ -180,13 +209,13 @@ def _run_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.output:
         config = config.with_output(args.output)
-    return _crawl(config, lambda progress, stop: _run_crawl(config, progress, stop, args.resume))
+    return _crawl(config, lambda progress, stop: _run_crawl(config, progress, stop, args))
 
 
-def _run_crawl(config: Any, progress: Any, stop: threading.Event, resume: bool) -> Any:
+def _run_crawl(config: Any, progress: Any, stop: threading.Event, args: argparse.Namespace) -> Any:
     from crawler.scheduler import run_crawl
 
-    return run_crawl(config, progress=progress, stop=stop, resume=resume)
+    return run_crawl(config, progress=progress, stop=stop, resume=args.resume, run_id=args.run_id, shard=args.shard)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -254,20 +283,32 @@ def format_summary(summary: Any, log_path: Path | None) -> str:
     """The final summary of a run: accounts, rows per table, where the data and the log are."""
     manifest = summary.manifest
     accounts = manifest["accounts"]
-    lines = [f"run {summary.run_id}: snapshot {summary.snapshot_date} "
+    shard = f" shard {summary.shard}" if summary.shard is not None else ""
+    lines = [f"run {summary.run_id}{shard}: snapshot {summary.snapshot_date} "
              f"({'complete' if summary.complete else 'completed with recorded failures'})"
              + (" - resumed an unfinished run" if summary.resumed else ""),
              f"accounts: {accounts['ok']} ok, {accounts['failed']} failed, {accounts['skipped']} skipped "
              f"of {accounts['selected']}",
              "entities: " + (", ".join(f"{count} {name}" for name, count in manifest["entities"].items()) or "none"),
-             "rows: " + ", ".join(f"{name} {count:,}" for name, count in summary.rows.items()),
-             f"data: {summary.root} (manifest: runs/{summary.run_id}.json)"]
+             "rows: " + ", ".join(f"{name} {count:,}" for name, count in summary.rows.items())
+             if summary.published else _unpublished(summary),
+             f"data: {summary.root} (manifest: runs/{summary.run_id}.json)" if summary.published else
+             f"data: {summary.root} (staged, not published)"]
     if accounts["failed_ids"]:
         lines.append("accounts not complete: " + ", ".join(accounts["failed_ids"]) + " (see the accounts and "
                      "errors tables)")
     if log_path is not None:
         lines.append(f"log: {log_path}")
     return "\n".join(lines)
+
+
+def _unpublished(summary: Any) -> str:
+    """What a shard that did not publish says instead of the published rows."""
+    if summary.waiting_for:
+        return (f"staged, not published yet: waiting for shards {', '.join(map(str, summary.waiting_for))} "
+                f"(the last to finish publishes; or run access-crawler consolidate {summary.root} "
+                f"--snapshot {summary.snapshot_date} --run-id {summary.run_id} once they are done)")
+    return "staged; another shard is publishing the run"
 
 
 def _add_sim(commands: argparse._SubParsersAction) -> None:
@@ -381,6 +422,24 @@ def _external_id(text: str) -> str:
     if not 2 <= len(text) <= 1224:
         raise argparse.ArgumentTypeError("an ExternalId has 2 to 1224 characters")
     return text
+
+
+def _shard(text: str) -> Any:
+    from crawler.shards import Shard
+
+    try:
+        return Shard.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _run_id(text: str) -> str:
+    from crawler.dataset import validate_run_id
+
+    try:
+        return validate_run_id(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _date(text: str) -> date:

@@ -4,14 +4,25 @@ Layout under the output root::
 
     _staging/<date>/<run_id>/<unit>/<table>.parquet   a unit's rows (unit: 12-digit account id or "_run")
     _staging/<date>/<run_id>/<unit>/DONE              the unit's commit point, written last
+    _staging/<date>/<run_id>/_shards/<K>-of-<N>.json  a shard's record, when the run is sharded
     <table>/snapshot_date=<date>/part-NNNNN.parquet   consolidated, sorted, published
     runs/<run_id>.json                                the run manifest: the snapshot's commit point
 
-Readers glob ``<table>/**/*.parquet``; nothing they read is ever half written. All I/O goes
-through ``pyarrow.fs``, so the root may be a local path or a filesystem URI.
+All I/O goes through ``pyarrow.fs``, so the root may be a local path or a filesystem URI such
+as ``s3://bucket/prefix``. The manifest is the commit point everywhere: a reader that follows
+the latest published manifest only ever reads complete snapshots. Beyond that:
+
+- On a local filesystem each partition is built aside and exchanged into place atomically, so
+  readers that glob ``<table>/**/*.parquet`` never see a half-published snapshot either.
+- An object store cannot rename a directory, and renaming an object is a copy. There a run
+  writes its files into the partitions under names of its own (``part-<run_id>-NNNNN``), beside
+  the files of the run it replaces; writes the manifest, which names only its files; and then
+  deletes the replaced files. An object appears whole or not at all, but a glob reader may see
+  both runs' files while a snapshot date is published again.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import functools
@@ -20,11 +31,14 @@ import logging
 import os
 import re
 import sys
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
+import boto3
+import botocore.exceptions
 import pyarrow as pa
 import pyarrow.fs as pafs
 
@@ -42,6 +56,8 @@ RUN_UNIT = "_run"
 STAGING_DIR = "_staging"
 RUNS_DIR = "runs"
 DONE_MARKER = "DONE"
+#: Inside a run's staging directory: the records of the shards that write it.
+SHARDS_DIR = "_shards"
 #: Inside a run's staging directory: the partitions being built, and the partitions they replaced.
 BUILD_DIR = "_publish"
 REPLACED_DIR = "_replaced"
@@ -92,6 +108,8 @@ class Dataset:
         self.run_id = validate_run_id(run_id)
         self.settings = settings
         self._fs, self._base = open_filesystem(root)
+        #: Local directories rename and exchange atomically; objects in a store do not.
+        self._local = isinstance(self._fs, pafs.LocalFileSystem)
         self._run_dir = f"{self._base}/{STAGING_DIR}/{snapshot_date.isoformat()}/{run_id}"
 
     def check_writable(self) -> None:
@@ -161,20 +179,64 @@ class Dataset:
         merged with run_id, snapshot_date, status "published", tables (rows and files) and published_at.
         """
         units = sorted(self.staged_units())
-        build_dir = f"{self._run_dir}/{BUILD_DIR}"
         try:
-            self._delete_dir(build_dir)  # left over by a publish that failed
-            parts = {table: self._consolidate(table, units, f"{build_dir}/{table}") for table in schema.TABLES}
-            for table in schema.TABLES:
-                self._replace_partition(table, f"{build_dir}/{table}")
+            parts = self._exchange_partitions(units) if self._local else self._write_partitions(units)
         except STORAGE_ERRORS as error:
             raise DatasetError(f"cannot publish snapshot {self.snapshot_date} of run {self.run_id}: {error}") \
                 from error
         document = {**manifest, **self._manifest_fields(), "status": PUBLISHED, "tables": self._tables_entry(parts),
                     "published_at": datetime.now(UTC).isoformat(timespec="microseconds")}
         written = self._write_manifest(document)
+        if not self._local:
+            self._delete_superseded(parts)
         self._remove_staging()
         return written
+
+    def claim(self, name: str, document: Mapping[str, Any]) -> bool:
+        """Create ``name`` in the run's staging directory if no one has: True for the one caller that did.
+
+        Shards of a run use it to agree on which of them publishes. Atomic on a local filesystem
+        (``O_EXCL``) and on S3 (a conditional put); DatasetError on a filesystem that offers neither.
+        """
+        path = f"{self._run_dir}/{name}"
+        content = json.dumps(document, indent=2, default=_json_value).encode() + b"\n"
+        try:
+            return create_exclusively(self._fs, path, content)
+        except STORAGE_ERRORS as error:
+            raise DatasetError(f"cannot create {path}: {error}") from error
+
+    def record_shard(self, name: str, document: Mapping[str, Any]) -> None:
+        """Write a shard's record (``_shards/<name>.json``) in the run's staging directory."""
+        path = f"{self._run_dir}/{SHARDS_DIR}/{name}.json"
+        try:
+            self._fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            self._write_json(path, {**document, **self._manifest_fields()})
+        except STORAGE_ERRORS as error:
+            raise DatasetError(f"cannot write shard record {path}: {error}") from error
+
+    def shard_records(self) -> list[dict[str, Any]]:
+        """Every shard record of the run, by name."""
+        directory = f"{self._run_dir}/{SHARDS_DIR}"
+        try:
+            listing = self._fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+        except STORAGE_ERRORS as error:
+            raise DatasetError(f"cannot list the shard records in {directory}: {error}") from error
+        return [_read_json(self._fs, info.path) for info in sorted(listing, key=lambda info: info.path)
+                if info.type == pafs.FileType.File and info.base_name.endswith(".json")]
+
+    def claimed(self, name: str) -> bool:
+        """True when :meth:`claim` created ``name`` in the run's staging directory."""
+        try:
+            return bool(self._fs.get_file_info(f"{self._run_dir}/{name}").type == pafs.FileType.File)
+        except STORAGE_ERRORS as error:
+            raise DatasetError(f"cannot read the staging directory {self._run_dir}: {error}") from error
+
+    def staged_rows(self, unit: str) -> dict[str, int]:
+        """Rows per table of a completely staged unit (nothing if it is not staged)."""
+        if unit not in self.staged_units():
+            return {}
+        done = _read_json(self._fs, f"{self._unit_dir(validate_unit(unit))}/{DONE_MARKER}")
+        return {str(table): int(rows) for table, rows in (done.get("rows") or {}).items()}
 
     def write_run_manifest(self, manifest: Mapping[str, Any]) -> None:
         """Write ``runs/<run_id>.json`` without publishing (a run that was interrupted or failed)."""
@@ -190,11 +252,39 @@ class Dataset:
     def _partition_dir(self, table: str) -> str:
         return f"{self._base}/{table}/{schema.PARTITION_COLUMN}={self.snapshot_date.isoformat()}"
 
-    def _consolidate(self, table: str, units: Sequence[str], directory: str) -> list[PartFile]:
+    def _exchange_partitions(self, units: Sequence[str]) -> dict[str, list[PartFile]]:
+        """Build every table's partition aside, then put each one in place of the published one."""
+        build_dir = f"{self._run_dir}/{BUILD_DIR}"
+        self._delete_dir(build_dir)  # left over by a publish that failed
+        parts = {table: self._consolidate(table, units, f"{build_dir}/{table}") for table in schema.TABLES}
+        for table in schema.TABLES:
+            self._replace_partition(table, f"{build_dir}/{table}")
+        return parts
+
+    def _write_partitions(self, units: Sequence[str]) -> dict[str, list[PartFile]]:
+        """Write every table's files into its partition, named for this run, beside the published files."""
+        return {table: self._consolidate(table, units, self._partition_dir(table), f"part-{self.run_id}-")
+                for table in schema.TABLES}
+
+    def _delete_superseded(self, parts: Mapping[str, list[PartFile]]) -> None:
+        """Delete from the partitions every file the new manifest does not name: the replaced run's, a failed
+        publish's. Failing leaves extra files behind (``verify`` lists them), never missing ones."""
+        for table, files in parts.items():
+            named = {part.path for part in files}
+            try:
+                listing = self._fs.get_file_info(pafs.FileSelector(self._partition_dir(table), recursive=True,
+                                                                   allow_not_found=True))
+                for info in listing:
+                    if info.type == pafs.FileType.File and info.path not in named:
+                        self._fs.delete_file(info.path)
+            except STORAGE_ERRORS as error:
+                LOG.warning("could not delete the replaced files of %s: %s", self._partition_dir(table), error)
+
+    def _consolidate(self, table: str, units: Sequence[str], directory: str, prefix: str = "part-") -> list[PartFile]:
         paths = [f"{self._unit_dir(unit)}/{table}.parquet" for unit in units]
         staged = [info.path for info in self._fs.get_file_info(paths) if info.type == pafs.FileType.File]
         self._fs.create_dir(directory, recursive=True)
-        writer = PartWriter(self._fs, directory, table, self.settings)
+        writer = PartWriter(self._fs, directory, table, self.settings, prefix)
         try:
             for chunk in merge_sorted(self._fs, staged, table):
                 writer.write(chunk)
@@ -204,11 +294,11 @@ class Dataset:
             raise
 
     def _replace_partition(self, table: str, built: str) -> None:
-        """Put the built partition in place of the published one.
+        """Put the built partition in place of the published one (local filesystems only).
 
-        On a local Linux filesystem the two directories are exchanged in one atomic step, so a
-        reader sees the old partition or the new one, never none. Elsewhere two renames: a
-        reader may briefly see no partition for the date, never a mix of two runs.
+        On Linux the two directories are exchanged in one atomic step, so a reader sees the old
+        partition or the new one, never none. Elsewhere two renames: a reader may briefly see no
+        partition for the date, never a mix of two runs.
         """
         partition = self._partition_dir(table)
         self._fs.create_dir(partition.rsplit("/", 1)[0], recursive=True)
@@ -218,7 +308,7 @@ class Dataset:
         replaced = f"{self._run_dir}/{REPLACED_DIR}/{table}"
         self._delete_dir(replaced)  # set aside by a publish of this run that failed
         self._fs.create_dir(f"{self._run_dir}/{REPLACED_DIR}", recursive=True)
-        if isinstance(self._fs, pafs.LocalFileSystem) and exchange_directories(built, partition):
+        if exchange_directories(built, partition):
             self._fs.move(built, replaced)  # ``built`` now holds the previous partition
             return
         self._fs.move(partition, replaced)
@@ -266,7 +356,15 @@ class Dataset:
         return written
 
     def _write_atomically(self, path: str, write: Callable[[str], None]) -> None:
-        """Write through ``write`` to a temporary name beside ``path``, then rename it over ``path``."""
+        """Write through ``write`` to a temporary name beside ``path``, then rename it over ``path``.
+
+        In an object store, straight to ``path``: an object appears when its upload completes, and
+        renaming would copy it. A failed upload may leave a partial object there; nothing reads it,
+        because each commit point (a unit's DONE, a manifest) is an object of its own written last.
+        """
+        if not self._local:
+            write(path)
+            return
         temporary = f"{path}.tmp-{uuid.uuid4().hex}"
         try:
             write(temporary)
@@ -291,6 +389,56 @@ def exchange_directories(first: str, second: str) -> bool:
 
 
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def create_exclusively(filesystem: pafs.FileSystem, path: str, content: bytes) -> bool:
+    """Write ``content`` to ``path`` unless it exists, atomically: False when it already existed.
+
+    pyarrow offers no atomic create, so this goes under it: ``O_EXCL`` locally, and on S3 a
+    ``PutObject`` with ``If-None-Match: *`` made by boto3 with the filesystem's endpoint, region
+    and keys (the standard credential chain when it was given none, as pyarrow's own).
+    """
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(content)
+        return True
+    if filesystem.type_name == "s3":
+        return _put_if_absent(filesystem, path, content)
+    raise OSError(errno.ENOTSUP, f"{filesystem.type_name} cannot create a file exclusively", path)
+
+
+def _put_if_absent(filesystem: pafs.FileSystem, path: str, content: bytes) -> bool:
+    options = filesystem.__reduce__()[1][0]  # how pyarrow pickles an S3FileSystem: its settings
+    endpoint = options.get("endpoint_override") or None
+    if endpoint and "://" not in endpoint:
+        endpoint = f"{options.get('scheme') or 'https'}://{endpoint}"
+    client = boto3.session.Session().client(
+        "s3", region_name=options.get("region") or None, endpoint_url=endpoint,
+        aws_access_key_id=options.get("access_key") or None, aws_secret_access_key=options.get("secret_key") or None,
+        aws_session_token=options.get("session_token") or None)
+    bucket, _, key = path.partition("/")
+    for attempt in range(CONFLICT_ATTEMPTS):
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=content, IfNoneMatch="*")
+            return True
+        except botocore.exceptions.ClientError as error:
+            code = error.response.get("Error", {}).get("Code")
+            if code == "PreconditionFailed":
+                return False
+            if code != "ConditionalRequestConflict" or attempt + 1 == CONFLICT_ATTEMPTS:
+                raise OSError(errno.EIO, f"cannot create s3://{path}: {error}") from error
+            time.sleep(0.5 * (attempt + 1))  # another put of the same key was in flight: S3 asks to retry
+        except botocore.exceptions.BotoCoreError as error:
+            raise OSError(errno.EIO, f"cannot create s3://{path}: {error}") from error
+    raise AssertionError("unreachable")
+
+
+#: Tries of a conditional put that S3 answered with ConditionalRequestConflict (a concurrent put).
+CONFLICT_ATTEMPTS = 4
 
 
 @functools.cache
@@ -351,6 +499,35 @@ def unfinished_runs(root: str, snapshot_date: date | None = None) -> list[dict[s
                 _exists(filesystem, f"{base}/{STAGING_DIR}/{day}/{document.get('run_id')}"):
             unfinished.append(document)
     return sorted(unfinished, key=lambda doc: str(doc.get("started_at", "")), reverse=True)
+
+
+def sharded_runs(root: str, snapshot_date: date) -> list[str]:
+    """Run ids of ``snapshot_date`` under ``root`` staged by shards and not published yet."""
+    filesystem, base = open_filesystem(root)
+    day = f"{base}/{STAGING_DIR}/{snapshot_date.isoformat()}"
+    try:
+        runs = [info.base_name for info in filesystem.get_file_info(pafs.FileSelector(day, allow_not_found=True))
+                if info.type == pafs.FileType.Directory]
+        records = filesystem.get_file_info([f"{day}/{run}/{SHARDS_DIR}" for run in runs])
+    except STORAGE_ERRORS as error:
+        raise DatasetError(f"cannot list the staged runs of {snapshot_date} under {root}: {error}") from error
+    return sorted(run for run, info in zip(runs, records, strict=True) if info.type == pafs.FileType.Directory)
+
+
+def staged_run_date(root: str, run_id: str) -> date | None:
+    """The snapshot date run ``run_id`` is staged under, if it has a staging directory under ``root``."""
+    filesystem, base = open_filesystem(root)
+    try:
+        days = [info.base_name for info in filesystem.get_file_info(
+            pafs.FileSelector(f"{base}/{STAGING_DIR}", allow_not_found=True)) if info.type == pafs.FileType.Directory]
+        found = filesystem.get_file_info([f"{base}/{STAGING_DIR}/{day}/{validate_run_id(run_id)}" for day in days])
+    except STORAGE_ERRORS as error:
+        raise DatasetError(f"cannot list the staging directory under {root}: {error}") from error
+    staged = sorted(day for day, info in zip(days, found, strict=True) if info.type == pafs.FileType.Directory)
+    for day in reversed(staged):
+        with contextlib.suppress(ValueError):
+            return date.fromisoformat(day)
+    return None
 
 
 def _all_manifests(filesystem: pafs.FileSystem, base: str, root: str) -> list[dict[str, Any]]:

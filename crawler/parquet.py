@@ -130,17 +130,19 @@ def describe_file(fs: pafs.FileSystem, path: str, rows: int) -> PartFile:
 
 
 class PartWriter:
-    """Writes a stream of sorted chunks into ``part-NNNNN.parquet`` files of one directory.
+    """Writes a stream of sorted chunks into ``<prefix>NNNNN.parquet`` files of one directory.
 
     Chunks of any size are buffered into row groups of ``row_group_rows`` rows, and a new file is
     started every ``max_rows_per_file`` rows; memory stays within about one row group. A stream
     without rows still yields one file with zero rows and the full schema.
     """
 
-    def __init__(self, fs: pafs.FileSystem, directory: str, table: str, settings: OutputSettings) -> None:
+    def __init__(self, fs: pafs.FileSystem, directory: str, table: str, settings: OutputSettings,
+                 prefix: str = "part-") -> None:
         if settings.max_rows_per_file < 1 or settings.row_group_rows < 1:
             raise ValueError("max_rows_per_file and row_group_rows must be at least 1")
         self._fs, self._directory, self._table, self._settings = fs, directory, table, settings
+        self._prefix = prefix
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self._writer: pq.ParquetWriter | None = None
@@ -187,7 +189,7 @@ class PartWriter:
             self._close_file()
 
     def _open_file(self) -> None:
-        self._path = f"{self._directory}/part-{len(self._parts):05d}.parquet"
+        self._path = f"{self._directory}/{self._prefix}{len(self._parts):05d}.parquet"
         options = writer_options(self._table, self._settings)
         self._writer = pq.ParquetWriter(self._path, file_schema(self._table), filesystem=self._fs, **options)
         self._file_rows = 0

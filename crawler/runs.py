@@ -16,9 +16,10 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from crawler.config import config_digest
-from crawler.dataset import unfinished_runs
+from crawler.dataset import PUBLISHED, DatasetError, read_manifest, staged_run_date, unfinished_runs
 from crawler.errors import UsageError
 from crawler.settings import Config
+from crawler.shards import Shard, default_run_id
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +63,25 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 def plan_run(config: Config, resume: bool = False, run_id: str | None = None,
-             now: datetime | None = None) -> RunPlan:
+             now: datetime | None = None, shard: Shard | None = None) -> RunPlan:
     """Resume the newest unfinished run of the snapshot (of any date with ``resume``), or plan a new one.
 
     An unfinished run started with a different configuration is never mixed with this one:
-    ``resume`` refuses it (UsageError), a plain run starts afresh and says so.
+    ``resume`` refuses it (UsageError), a plain run starts afresh and says so. A shard joins the
+    run its shards share (``run_id``, or one named for the date and the shard count). A run id
+    already published is never written again (UsageError).
     """
     now = now or datetime.now(timezone.utc)
     snapshot_date = config.output.snapshot_date or now.date()
+    if shard is not None:
+        if run_id is not None and config.output.snapshot_date is None:
+            # a shard started (or retried) after midnight joins the date its run was started on
+            snapshot_date = staged_run_date(config.output.path, run_id) or snapshot_date
+        shared = run_id or default_run_id(snapshot_date, shard.count)
+        refuse_published(config.output.path, shared)
+        return RunPlan(shared, snapshot_date, now)
+    if run_id is not None:
+        refuse_published(config.output.path, run_id)
     wanted = None if resume and config.output.snapshot_date is None else snapshot_date
     digest = config_digest(config)
     for previous in unfinished_runs(config.output.path, wanted)[:1]:
@@ -87,3 +99,14 @@ def plan_run(config: Config, resume: bool = False, run_id: str | None = None,
     if resume:
         log.info("no unfinished run to resume under %s: starting a new run", config.output.path)
     return RunPlan(run_id or new_run_id(now), snapshot_date, now)
+
+
+def refuse_published(root: str, run_id: str) -> None:
+    """UsageError if run ``run_id`` has published a snapshot under ``root``: its files are not to be rewritten."""
+    try:
+        status = read_manifest(root, run_id).get("status")
+    except DatasetError:
+        return  # no manifest (or none readable): the run never published
+    if status == PUBLISHED:
+        raise UsageError(f"run {run_id} under {root} is already published: crawl again under another run id "
+                         "(--run-id)")

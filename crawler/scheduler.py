@@ -10,7 +10,7 @@ import logging
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -18,8 +18,8 @@ from crawler import __version__
 from crawler.advisor import FAILED, SKIPPED, TIMED_OUT, AccountAdvisor, Failure
 from crawler.calls import ANSWER_ERRORS, AccountCalls
 from crawler.config import config_digest
-from crawler.dataset import INTERRUPTED, RUNNING, Dataset, DatasetError
-from crawler.errors import Interrupted
+from crawler.dataset import INTERRUPTED, RUN_UNIT, RUNNING, Dataset, DatasetError, sharded_runs
+from crawler.errors import Interrupted, UsageError
 from crawler.inventory import entities_of, get_authorization_details, select_entities
 from crawler.organizations import (
     Account,
@@ -34,7 +34,16 @@ from crawler.ratelimit import RateBook, RateLimiter
 from crawler.rows import AccountResult, RunContext, account_tables
 from crawler.runs import AccountSummary, plan_run
 from crawler.sessions import EnterAccountError, SessionFactory, error_code, error_message
-from crawler.settings import Config
+from crawler.settings import Config, OutputSettings
+from crawler.shards import (
+    DONE,
+    PUBLISH_CLAIM,
+    Shard,
+    check_agreement,
+    expected_accounts,
+    missing_shards,
+    shard_count,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,12 @@ class RunSummary:
     accounts: list[AccountSummary] = field(default_factory=list)
     #: True when this run finished an earlier, unfinished attempt (same run id).
     resumed: bool = False
+    #: The shard this process crawled, when the run is sharded.
+    shard: Shard | None = None
+    #: False for a shard that staged its accounts and left the publish to the last shard.
+    published: bool = True
+    #: The shards that were not done when this one finished (it did not publish).
+    waiting_for: tuple[int, ...] = ()
 
     @property
     def rows(self) -> dict[str, int]:
@@ -64,28 +79,38 @@ class RunSummary:
 
 
 def run_crawl(config: Config, progress: Progress | None = None, stop: threading.Event | None = None,
-              run_id: str | None = None, resume: bool = False) -> RunSummary:
-    """Crawl every selected account and publish one snapshot of every table (resuming an unfinished run)."""
+              run_id: str | None = None, resume: bool = False, shard: Shard | None = None) -> RunSummary:
+    """Crawl every selected account and publish one snapshot of every table (resuming an unfinished run).
+
+    With ``shard``, crawl that shard's share of the accounts into the run the shards share; the
+    shard that finishes last publishes the snapshot (the others return unpublished summaries).
+    """
     progress, stop = progress or Progress(), stop or threading.Event()
-    plan = plan_run(config, resume, run_id)
+    plan = plan_run(config, resume, run_id, shard=shard)
     dataset = Dataset(config.output.path, plan.snapshot_date, plan.run_id, config.output)
     dataset.check_writable()
+    if shard is not None and dataset.claimed(PUBLISH_CLAIM):
+        raise UsageError(f"run {plan.run_id} is being published by one of its shards (or its publisher died: "
+                         f"access-crawler consolidate {config.output.path} --snapshot {plan.snapshot_date} "
+                         f"--run-id {plan.run_id})")
     factory = SessionFactory(config.aws, config.assume_role, config.concurrency)
     identity = factory.caller_identity()
     header = {"tool": "access-crawler", "version": __version__, "config_digest": config_digest(config),
               "config_source": config.source, "started_at": plan.started_at.isoformat(),
               "caller_arn": identity.get("Arn"), "partition": config.aws.partition}
-    dataset.write_run_manifest({**header, "status": RUNNING})
-    log.info("run %s as %s", plan.run_id, identity.get("Arn"))
+    journal = RunJournal(dataset, shard, config.output)
+    journal.write({**header, "status": RUNNING})
+    log.info("run %s%s as %s", plan.run_id, f" (shard {shard})" if shard else "", identity.get("Arn"))
     try:
         discovery = discover(config, factory)
     except DiscoveryError as error:
-        dataset.write_run_manifest({**header, "status": "failed", "error": str(error)})
+        journal.write({**header, "status": "failed", "error": str(error)})
         raise
-    accounts = select_accounts(discovery, config.organization)
-    reused = reusable_accounts(dataset, accounts)
-    log.info("run %s: %d of %d accounts selected (%d already staged); snapshot %s", plan.run_id, len(accounts),
-             len(discovery.accounts), len(reused), plan.snapshot_date)
+    selected = select_accounts(discovery, config.organization)
+    accounts = shard.select(selected) if shard else selected
+    reused = reusable_accounts(dataset, accounts, shard)
+    log.info("run %s: %d of %d accounts selected%s (%d already staged); snapshot %s", plan.run_id, len(accounts),
+             len(discovery.accounts), f" for shard {shard}" if shard else "", len(reused), plan.snapshot_date)
     progress.add("accounts_total", len(accounts))
     progress.add("accounts_done", len(reused))
     remaining = [account for account in accounts if account.id not in reused]
@@ -93,16 +118,20 @@ def run_crawl(config: Config, progress: Progress | None = None, stop: threading.
         crawled = crawl_accounts(config, factory, dataset, discovery, remaining, plan.run_id, progress, stop)
     except DatasetError as error:
         with contextlib.suppress(DatasetError):  # the disk may be too full for this too
-            dataset.write_run_manifest({**header, "status": INTERRUPTED, "error": str(error)})
+            journal.write({**header, "status": INTERRUPTED, "error": str(error)})
         raise DatasetError(f"{error}; finished accounts stay staged: free space (or fix the output) and run again "
                            "to resume") from error
     summaries = sorted([*reused.values(), *crawled], key=lambda summary: summary.account_id)
-    document = {**header, **_manifest(config, discovery, summaries), "resumed": plan.resumed}
+    document = {**header, **_manifest(config.advisor.granularity, discovery.organization_id, summaries,
+                                      dataset.staged_rows(RUN_UNIT).get("errors", 0)),
+                "resumed": plan.resumed}
     if stop.is_set():
-        dataset.write_run_manifest({**document, "status": INTERRUPTED})
+        journal.write({**document, "status": INTERRUPTED})
         staged = sum(1 for summary in summaries if summary.outcome != INTERRUPTED)
         raise Interrupted(f"run {plan.run_id} stopped: {staged} of {len(accounts)} accounts finished and staged, "
                           "nothing published; run again (or with --resume) to finish it")
+    if shard is not None:
+        return finish_shard(dataset, shard, document, summaries, discovery.organization_id)
     manifest = dataset.publish(document)
     log.info("run %s published: %s", plan.run_id, ", ".join(f"{name} {table['rows']}"
                                                              for name, table in manifest["tables"].items()))
@@ -110,15 +139,114 @@ def run_crawl(config: Config, progress: Progress | None = None, stop: threading.
                       summaries, plan.resumed)
 
 
-def reusable_accounts(dataset: Dataset, accounts: list[Account]) -> dict[str, AccountSummary]:
-    """Accounts an earlier attempt of this run staged completely and successfully.
+@dataclass(frozen=True)
+class RunJournal:
+    """Where a run records its state before it publishes: the run manifest, or the shard's record."""
+
+    dataset: Dataset
+    shard: Shard | None
+    output: OutputSettings
+
+    def write(self, document: dict[str, Any]) -> None:
+        """Record ``document`` (status and what is known so far)."""
+        if self.shard is None:
+            self.dataset.write_run_manifest(document)
+            return
+        self.dataset.record_shard(self.shard.name, {
+            **document, "shard": {"index": self.shard.index, "count": self.shard.count},
+            "output": {"compression": self.output.compression, "compression_level": self.output.compression_level,
+                       "max_rows_per_file": self.output.max_rows_per_file,
+                       "row_group_rows": self.output.row_group_rows}})
+
+
+def finish_shard(dataset: Dataset, shard: Shard, document: dict[str, Any], summaries: list[AccountSummary],
+                 organization_id: str | None) -> RunSummary:
+    """Record the shard done; publish the run if every shard is done and no other shard claimed it first."""
+    RunJournal(dataset, shard, dataset.settings).write({
+        **document, "status": DONE, "account_ids": [summary.account_id for summary in summaries]})
+    records = dataset.shard_records()
+    check_agreement(records, shard, str(document["config_digest"]))
+    waiting = missing_shards(records, shard.count)
+    summary = RunSummary(dataset.run_id, dataset.snapshot_date, dataset.root, organization_id, document, summaries,
+                         bool(document.get("resumed")), shard=shard, published=False,
+                         waiting_for=tuple(waiting))
+    if waiting:
+        log.info("shard %s done; waiting for shards %s: the last to finish publishes", shard,
+                 ", ".join(map(str, waiting)))
+        return summary
+    if not dataset.claim(PUBLISH_CLAIM, {"shard": shard.index, "claimed_at": datetime.now(timezone.utc)}):
+        log.info("shard %s done; another shard is publishing run %s", shard, dataset.run_id)
+        return summary
+    manifest = publish_shards(dataset, records)
+    log.info("run %s published by shard %s", dataset.run_id, shard)
+    return replace(summary, manifest=manifest, published=True)
+
+
+def publish_shards(dataset: Dataset, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Publish a sharded run from what its done shards recorded and staged: one snapshot of the whole run.
+
+    DatasetError when an account a shard selected is not staged.
+    """
+    summaries = [AccountSummary.from_dict(document) for unit, document in sorted(dataset.staged_summaries().items())
+                 if unit != RUN_UNIT]
+    missing = expected_accounts(records) - {summary.account_id for summary in summaries}
+    if missing:
+        raise DatasetError(f"run {dataset.run_id}: accounts {', '.join(sorted(missing))} were selected by a shard "
+                           "but are not staged")
+    first = min(records, key=lambda record: str(record.get("started_at")))
+    header = {key: first.get(key) for key in ("tool", "version", "config_digest", "config_source", "started_at",
+                                               "partition")}
+    header["caller_arn"] = sorted({str(record.get("caller_arn")) for record in records})
+    document = {**header, **_manifest(str(first.get("granularity")), first.get("organization_id"), summaries,
+                              dataset.staged_rows(RUN_UNIT).get("errors", 0)),
+                "resumed": any(record.get("resumed") for record in records),
+                "shards": [{key: record.get(key) for key in ("shard", "caller_arn", "started_at", "finished_at")}
+                           | {"accounts": len(record.get("account_ids") or ())} for record in records]}
+    return dataset.publish(document)
+
+
+def consolidate(root: str, snapshot_date: date, run_id: str | None = None) -> dict[str, Any]:
+    """Publish the sharded run of ``snapshot_date`` under ``root`` whose shards are all done.
+
+    For a run whose last shard could not publish (it died after recording itself done). UsageError
+    when there is no such run, several (name one with ``run_id``), or shards are not done yet.
+    """
+    run_id = run_id or _only_sharded_run(root, snapshot_date)
+    probe = Dataset(root, snapshot_date, run_id, OutputSettings(path=root))
+    records = probe.shard_records()
+    if not records:
+        raise UsageError(f"run {run_id} of snapshot {snapshot_date} under {root} has no shard records")
+    waiting = missing_shards(records, shard_count(records))
+    if waiting:
+        raise UsageError(f"run {run_id}: shards {', '.join(map(str, waiting))} of {shard_count(records)} are not "
+                         "done; run them (with the same --run-id) first")
+    if not probe.claim(PUBLISH_CLAIM, {"consolidate": True, "claimed_at": datetime.now(timezone.utc)}):
+        log.warning("run %s: a shard claimed its publish but did not finish it; publishing it now", run_id)
+    output = {key: value for key, value in (records[0].get("output") or {}).items() if value is not None}
+    dataset = Dataset(root, snapshot_date, run_id, OutputSettings(path=root, **output))
+    return publish_shards(dataset, records)
+
+
+def _only_sharded_run(root: str, snapshot_date: date) -> str:
+    runs = sharded_runs(root, snapshot_date)
+    if len(runs) != 1:
+        raise UsageError(f"{len(runs)} sharded runs of snapshot {snapshot_date} under {root} are waiting to be "
+                         "published" + (f" ({', '.join(runs)}): name one with --run-id" if runs else ""))
+    return runs[0]
+
+
+def reusable_accounts(dataset: Dataset, accounts: list[Account],
+                      shard: Shard | None = None) -> dict[str, AccountSummary]:
+    """Accounts an earlier attempt of this run (or shard) staged completely and successfully.
 
     Failed accounts are crawled again; staged accounts that are no longer selected are dropped,
-    so the snapshot holds exactly the selected accounts.
+    so the snapshot holds exactly the selected accounts. A shard only looks at its own accounts.
     """
     selected = {account.id for account in accounts}
     reused = {}
     for unit, document in dataset.staged_summaries().items():
+        if unit == RUN_UNIT or (shard is not None and not shard.owns(unit)):
+            continue
         if unit not in selected:
             dataset.discard(unit)
         elif document.get("outcome") == "ok":
@@ -233,18 +361,20 @@ def _crawl(config: Config, factory: SessionFactory, account: Account, started: d
     return AccountResult(account, role_arn, started, datetime.now(timezone.utc), outcomes)
 
 
-def _manifest(config: Config, discovery: Discovery, summaries: list[AccountSummary]) -> dict[str, Any]:
+def _manifest(granularity: str, organization_id: str | None, summaries: list[AccountSummary],
+              run_errors: int = 0) -> dict[str, Any]:
+    """The manifest's account of the crawl: outcomes per account and entity, recorded errors."""
     outcomes = Counter(summary.outcome for summary in summaries)
     entities: Counter[str] = Counter()
     for summary in summaries:
         entities.update(summary.entities)
     return {
-        "finished_at": datetime.now(timezone.utc).isoformat(), "organization_id": discovery.organization_id,
-        "granularity": config.advisor.granularity,
+        "finished_at": datetime.now(timezone.utc).isoformat(), "organization_id": organization_id,
+        "granularity": granularity,
         "accounts": {"selected": len(summaries), "ok": outcomes.get("ok", 0), "failed": outcomes.get("failed", 0),
                      "skipped": outcomes.get("skipped", 0), "interrupted": outcomes.get(INTERRUPTED, 0),
                      "failed_ids": [summary.account_id for summary in summaries if summary.outcome != "ok"]},
         "entities": dict(sorted(entities.items())),
         "entities_missing": entities.get(FAILED, 0) + entities.get(TIMED_OUT, 0) + entities.get("skipped", 0),
-        "errors": sum(summary.rows.get("errors", 0) for summary in summaries),
+        "errors": run_errors + sum(summary.rows.get("errors", 0) for summary in summaries),
     }

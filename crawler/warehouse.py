@@ -159,7 +159,7 @@ def snowflake_table(table: str, table_schema: pa.Schema) -> str:
     expressions = [snapshot] + [_snowflake_value(table, field) for field in fields[1:]]
     columns = [f"{field.name} {column_type(table, field, SNOWFLAKE)} AS ({expression})"
                for field, expression in zip(fields, expressions, strict=True)]
-    pattern = f".*/{PARTITION}=[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}/part-[0-9]+[.]parquet"
+    pattern = f".*/{PARTITION}=[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}/part-[^/]+[.]parquet"
     return "\n".join([
         f"CREATE OR REPLACE EXTERNAL TABLE {table} (",
         _listing(columns, [description(field) for field in fields]), ")",
@@ -215,7 +215,7 @@ SNOWFLAKE_HEADER = """\
 --   <STAGE>  a stage whose URL is the crawler's output.path, e.g.
 --            CREATE STAGE access_crawler URL = 's3://acme-audit/access-crawler/' STORAGE_INTEGRATION = ...;
 -- Each column reads VALUE:"<column>" of the Parquet row; snapshot_date is parsed from METADATA$FILENAME
--- (.../snapshot_date=YYYY-MM-DD/part-NNNNN.parquet) and is the partition column: filter on it.
+-- (.../snapshot_date=YYYY-MM-DD/part-*.parquet) and is the partition column: filter on it.
 -- Timestamps are TIMESTAMP_LTZ(6): UTC instants at microsecond precision, shown in the session's TIMEZONE.
 -- LTZ, not TZ: a Parquet timestamp with isAdjustedToUTC=true is an instant with no offset of its own;
 -- TIMESTAMP_TZ would attach the querying session's offset as if the data carried one. Snowflake reads
@@ -332,7 +332,7 @@ def table_markdown(table: str, table_schema: pa.Schema) -> str:
     for field in table_schema:
         column_type(table, field, ATHENA)  # an unmapped type fails here too, not only in the DDL
     lines = [f"## `{table}`", "", table_description(table, table_schema), "",
-             f"Files: `{table}/{PARTITION}=YYYY-MM-DD/part-NNNNN.parquet`, partitioned by `{PARTITION}` (`date`, "
+             f"Files: `{table}/{PARTITION}=YYYY-MM-DD/part-*.parquet`, partitioned by `{PARTITION}` (`date`, "
              f"from the directory name), sorted by {', '.join(f'`{key}`' for key in schema.sort_keys(table))}.",
              "", "| column | type | null | meaning |", "| --- | --- | --- | --- |"]
     for field in [*data_fields(table_schema), PARTITION_FIELD]:
@@ -353,10 +353,15 @@ warehouse DDL in `scripts/warehouse/` (Athena, Snowflake, BigQuery, Spark) all f
 ## Layout
 
 Under the output root, one directory per table, Hive-partitioned by snapshot date:
-`<table>/snapshot_date=YYYY-MM-DD/part-NNNNN.parquet`. A rerun for the same date replaces the
+`<table>/snapshot_date=YYYY-MM-DD/part-NNNNN.parquet` on a local disk,
+`part-<run_id>-NNNNN.parquet` in object storage (S3). A rerun for the same date replaces the
 partition. `runs/<run_id>.json` (the run's manifest, written last) lists every file with its rows and
-SHA-256; `_staging/` and `_logs/` are the crawler's own and never part of a table. Every table has
-files in every published snapshot, empty ones included, with the same schema.
+SHA-256: it is the commit point. On a local disk a partition is replaced in one atomic step; in
+object storage the new run's files are written beside the old ones, the manifest is written, then
+the old files are deleted, so a reader that lists files while a date is crawled again may see both
+runs (read through the manifest, or filter on `run_id`, to avoid that). `_staging/` and `_logs/` are
+the crawler's own and never part of a table. Every table has files in every published snapshot,
+empty ones included, with the same schema.
 
 ## Conventions
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -75,3 +76,37 @@ def crawl_org(make_org: Callable[..., SimulatedOrganization],
         return sim
 
     return start
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """moto's S3 server on loopback (one per test process); its URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+_BUCKETS = itertools.count()
+
+
+@pytest.fixture
+def make_s3_root(s3_server: str, monkeypatch: pytest.MonkeyPatch, fake_aws_environment: Path) -> Callable[[], str]:
+    """Make ``s3://<new bucket>/access-data`` on moto's S3 server, reached as S3 is (``AWS_ENDPOINT_URL_S3``).
+
+    Call it after starting the simulated organization: moto's in-process mock resets every
+    backend it shares with the server when it starts.
+    """
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server)
+
+    def make() -> str:
+        bucket = f"access-crawler-test-{next(_BUCKETS)}"
+        boto3.session.Session().client("s3", region_name="us-east-1").create_bucket(Bucket=bucket)
+        return f"s3://{bucket}/access-data"
+
+    return make

@@ -2,23 +2,29 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
+from crawler import schema
+from crawler.dataset import latest_manifest, open_filesystem
 from crawler.settings import AdvisorSettings, AwsSettings, ConcurrencySettings, Config, OutputSettings
+from crawler.sim import OrgSpec
 
 SIM_PROFILE = "sim"
 TRUTH_KEYS = ("account_id", "entity_arn", "service_namespace")
 
 
-def crawl_config(output: Path, **sections: Any) -> Config:
-    """Settings for a crawl of the simulated organization through the ``sim`` profile, fast polling."""
+def crawl_config(output: Path | str, snapshot_date: date | None = None, **sections: Any) -> Config:
+    """Settings for a crawl of the simulated organization through the ``sim`` profile, fast polling,
+    into ``output`` (a directory or a URI such as ``s3://bucket/prefix``)."""
     config = Config(aws=AwsSettings(profile=SIM_PROFILE, region="us-east-1"),
                     advisor=AdvisorSettings(poll_interval_seconds=0.05, max_poll_interval_seconds=0.5),
                     concurrency=ConcurrencySettings(accounts=4, max_attempts=4),
-                    output=OutputSettings(path=str(output)))
+                    output=OutputSettings(path=str(output), snapshot_date=snapshot_date))
     return replace(config, **sections)
 
 
@@ -37,3 +43,32 @@ def read_rows(root: str | Path, table: str) -> list[dict[str, Any]]:
 def project(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
     """Rows reduced to ``columns``, sorted: for comparing the dataset with the ground truth."""
     return sorted((tuple(row[column] for column in columns) for row in rows), key=repr)
+
+
+#: Columns that differ between two crawls of the same organization: which run and job, and when.
+RUN_COLUMNS = ("run_id", "collected_at", "job_id", "job_created_at", "started_at", "finished_at", "occurred_at")
+
+
+def published_tables(root: str) -> dict[str, list[dict[str, Any]]]:
+    """Every table of the latest published snapshot under ``root`` (a path or URI), read through its
+    manifest, without the columns that differ between runs; rows sorted."""
+    manifest = latest_manifest(root)
+    assert manifest is not None, f"nothing published under {root}"
+    filesystem, base = open_filesystem(root)
+    tables = {}
+    for table in schema.TABLES:
+        rows = []
+        for entry in manifest["tables"][table]["files"]:
+            rows.extend(pq.read_table(f"{base}/{entry['path']}", filesystem=filesystem).to_pylist())
+        tables[table] = sorted((_same_in_every_crawl(row) for row in rows), key=repr)
+    return tables
+
+
+def _same_in_every_crawl(row: dict[str, Any]) -> dict[str, Any]:
+    kept = {key: value for key, value in row.items() if key not in RUN_COLUMNS}
+    if row.get("entity_name") == CRAWLER_ROLE and "role_last_used" in kept:
+        kept["role_last_used"] = "used by the crawl itself"  # each crawl assumes it anew
+    return kept
+
+
+CRAWLER_ROLE = OrgSpec().crawler_role_name

@@ -43,7 +43,7 @@ def commands() -> dict[str, object]:
     return dict(action.choices)
 
 
-@pytest.mark.parametrize("name", ["validate", "accounts", "run", "demo", "verify", "report", "sim"])
+@pytest.mark.parametrize("name", ["validate", "accounts", "run", "consolidate", "demo", "verify", "report", "sim"])
 def test_every_command_is_documented_with_an_example(name: str) -> None:
     command = commands()[name]
     text = command.format_help()  # type: ignore[attr-defined]
@@ -106,6 +106,25 @@ def test_run_exit_codes_follow_the_outcome(crawl_org, tmp_path: Path, capsys: py
     out = capsys.readouterr().out
     assert "completed with recorded failures" in out and "accounts not complete" in out
     assert {row["outcome"] for row in read_rows(tmp_path / "partial", "accounts")} == {"ok", "failed"}
+
+
+def test_shards_run_from_the_command_line_and_the_last_publishes(crawl_org, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    crawl_org(SPEC)
+    path = write_config(tmp_path, FAST + "output: {snapshot_date: 2026-11-30}\n")
+    output = str(tmp_path / "out")
+    with pytest.raises(SystemExit) as bad:
+        main(["run", "-c", str(path), "--shard", "2/2"])
+    assert bad.value.code == EXIT_USAGE and "the index must be from 0 to count - 1" in capsys.readouterr().err
+    assert main(["run", "-c", str(path), "--output", output, "--shard", "1/2", "--run-id", "job-42"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "run job-42 shard 1/2" in out and "waiting for shards 0" in out and "rows:" not in out
+    assert main(["consolidate", output, "--snapshot", "2026-11-30"]) == EXIT_USAGE
+    assert "shards 0 of 2 are not done" in capsys.readouterr().err
+    assert main(["run", "-c", str(path), "--output", output, "--shard", "0/2", "--run-id", "job-42"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "run job-42 shard 0/2" in out and "rows:" in out and "manifest: runs/job-42.json" in out
+    assert main(["verify", output]) == EXIT_OK
 
 
 def test_run_writes_a_log_file_with_account_ids_and_no_secrets(crawl_org, tmp_path: Path) -> None:

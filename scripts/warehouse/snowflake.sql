@@ -4,7 +4,7 @@
 --   <STAGE>  a stage whose URL is the crawler's output.path, e.g.
 --            CREATE STAGE access_crawler URL = 's3://acme-audit/access-crawler/' STORAGE_INTEGRATION = ...;
 -- Each column reads VALUE:"<column>" of the Parquet row; snapshot_date is parsed from METADATA$FILENAME
--- (.../snapshot_date=YYYY-MM-DD/part-NNNNN.parquet) and is the partition column: filter on it.
+-- (.../snapshot_date=YYYY-MM-DD/part-*.parquet) and is the partition column: filter on it.
 -- Timestamps are TIMESTAMP_LTZ(6): UTC instants at microsecond precision, shown in the session's TIMEZONE.
 -- LTZ, not TZ: a Parquet timestamp with isAdjustedToUTC=true is an instant with no offset of its own;
 -- TIMESTAMP_TZ would attach the querying session's offset as if the data carried one. Snowflake reads
@@ -38,7 +38,7 @@ PARTITION BY (snapshot_date)
 LOCATION = @<STAGE>/service_last_accessed/
 REFRESH_ON_CREATE = TRUE
 AUTO_REFRESH = FALSE
-PATTERN = '.*/snapshot_date=[0-9]{4}-[0-9]{2}-[0-9]{2}/part-[0-9]+[.]parquet'
+PATTERN = '.*/snapshot_date=[0-9]{4}-[0-9]{2}-[0-9]{2}/part-[^/]+[.]parquet'
 FILE_FORMAT = (TYPE = PARQUET)
 COMMENT = 'One row per entity and service its policies grant: when it was last used (access advisor, service level).';
 
@@ -66,7 +66,7 @@ PARTITION BY (snapshot_date)
 LOCATION = @<STAGE>/action_last_accessed/
 REFRESH_ON_CREATE = TRUE
 AUTO_REFRESH = FALSE
-PATTERN = '.*/snapshot_date=[0-9]{4}-[0-9]{2}-[0-9]{2}/part-[0-9]+[.]parquet'
+PATTERN = '.*/snapshot_date=[0-9]{4}-[0-9]{2}-[0-9]{2}/part-[^/]+[.]parquet'
 FILE_FORMAT = (TYPE = PARQUET)
 COMMENT = 'One row per entity and tracked action (access advisor, action level).';
 
@@ -108,7 +108,7 @@ PARTITION BY (snapshot_date)
 LOCATION = @<STAGE>/entities/
 REFRESH_ON_CREATE = TRUE
 AUTO_REFRESH = FALSE
-PATTERN = '.*/snapshot_date=[0-9]{4}-[0-9]{2}-[0-9]{2}/part-[0-9]+[.]parquet'
+PATTERN = '.*/snapshot_date=[0-9]{4}-[0-9]{2}-[0-9]{2}/part-[^/]+[.]parquet'
 FILE_FORMAT = (TYPE = PARQUET)
 COMMENT = 'One row per inventoried entity with its job outcome, so a missing row is never mistaken for unused.';
 
@@ -141,7 +141,7 @@ PARTITION BY (snapshot_date)
 LOCATION = @<STAGE>/accounts/
 REFRESH_ON_CREATE = TRUE
 AUTO_REFRESH = FALSE
-PATTERN = '.*/snapshot_date=[0-9]{4}-[0-9]{2}-[0-9]{2}/part-[0-9]+[.]parquet'
+PATTERN = '.*/snapshot_date=[0-9]{4}-[0-9]{2}-[0-9]{2}/part-[^/]+[.]parquet'
 FILE_FORMAT = (TYPE = PARQUET)
 COMMENT = 'One row per target account and what happened to it.';
 
@@ -162,7 +162,7 @@ PARTITION BY (snapshot_date)
 LOCATION = @<STAGE>/errors/
 REFRESH_ON_CREATE = TRUE
 AUTO_REFRESH = FALSE
-PATTERN = '.*/snapshot_date=[0-9]{4}-[0-9]{2}-[0-9]{2}/part-[0-9]+[.]parquet'
+PATTERN = '.*/snapshot_date=[0-9]{4}-[0-9]{2}-[0-9]{2}/part-[^/]+[.]parquet'
 FILE_FORMAT = (TYPE = PARQUET)
 COMMENT = 'Every recorded failure.';
 
@@ -187,7 +187,7 @@ PARTITION BY (snapshot_date)
 LOCATION = @<STAGE>/entity_service_access/
 REFRESH_ON_CREATE = TRUE
 AUTO_REFRESH = FALSE
-PATTERN = '.*/snapshot_date=[0-9]{4}-[0-9]{2}-[0-9]{2}/part-[0-9]+[.]parquet'
+PATTERN = '.*/snapshot_date=[0-9]{4}-[0-9]{2}-[0-9]{2}/part-[^/]+[.]parquet'
 FILE_FORMAT = (TYPE = PARQUET)
 COMMENT = 'Which users and roles used a service through a group or policy (GetServiceLastAccessedDetailsWithEntities).';
 
@@ -210,6 +210,6 @@ PARTITION BY (snapshot_date)
 LOCATION = @<STAGE>/policies_granting_access/
 REFRESH_ON_CREATE = TRUE
 AUTO_REFRESH = FALSE
-PATTERN = '.*/snapshot_date=[0-9]{4}-[0-9]{2}-[0-9]{2}/part-[0-9]+[.]parquet'
+PATTERN = '.*/snapshot_date=[0-9]{4}-[0-9]{2}-[0-9]{2}/part-[^/]+[.]parquet'
 FILE_FORMAT = (TYPE = PARQUET)
 COMMENT = 'Which policies grant an entity each of its services (ListPoliciesGrantingServiceAccess).';
