@@ -1,6 +1,8 @@
 """Helpers for tests of the crawl: settings pointed at the simulator, reading the dataset back."""
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -72,3 +74,14 @@ def _same_in_every_crawl(row: dict[str, Any]) -> dict[str, Any]:
 
 
 CRAWLER_ROLE = OrgSpec().crawler_role_name
+
+
+def stop_after_first_account(progress: Any, stop: Any) -> None:
+    """Set ``stop`` (a threading.Event) as soon as ``progress`` counts one account done, from a thread."""
+
+    def watch() -> None:
+        while not progress.snapshot().get("accounts_done"):
+            time.sleep(0.01)
+        stop.set()
+
+    threading.Thread(target=watch, daemon=True).start()

@@ -3,7 +3,6 @@ the same rows as on disk, staging, publish by manifest, replace, resume, an excl
 from __future__ import annotations
 
 import threading
-import time
 from datetime import date
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from crawler.settings import ConcurrencySettings, OutputSettings
 from crawler.shards import Shard
 from crawler.sim import FaultPlan, OrgSpec
 from crawler.verify import verify_snapshot
-from tests.helpers import crawl_config, crawlable, published_tables
+from tests.helpers import crawl_config, crawlable, published_tables, stop_after_first_account
 
 SNAPSHOT = date(2026, 11, 30)
 SPEC = OrgSpec(accounts=4, entities=10, seed=21)
@@ -103,13 +102,7 @@ def test_a_stopped_crawl_to_s3_resumes_where_it_stopped(crawl_org, make_s3_root,
     sim = crawl_org(SPEC, FaultPlan.uniform(job_seconds=0.2))
     s3_root = make_s3_root()
     progress, stop = Progress(), threading.Event()
-
-    def stop_after_first_account() -> None:
-        while not progress.snapshot().get("accounts_done"):
-            time.sleep(0.01)
-        stop.set()
-
-    threading.Thread(target=stop_after_first_account, daemon=True).start()
+    stop_after_first_account(progress, stop)
     config = crawl_config(s3_root, SNAPSHOT, concurrency=ConcurrencySettings(accounts=1))
     with pytest.raises(Interrupted):
         run_crawl(config, progress=progress, stop=stop, run_id="stopped")

@@ -19,7 +19,7 @@ from crawler.settings import (
     StaticAccount,
 )
 from crawler.sim import FaultPlan, OrgSpec
-from tests.helpers import crawl_config, crawlable, project, read_rows
+from tests.helpers import crawl_config, crawlable, project, read_rows, stop_after_first_account
 
 SERVICE_COLUMNS = ("account_id", "entity_type", "entity_arn", "entity_name", "entity_path", "service_namespace",
                    "service_name", "last_authenticated", "last_authenticated_entity", "last_authenticated_region",
@@ -213,7 +213,6 @@ def test_no_entity_is_lost_to_transient_faults(crawl_org, tmp_path: Path, faults
 
 def test_a_stopped_crawl_publishes_nothing_and_keeps_finished_accounts_staged(crawl_org, tmp_path: Path) -> None:
     import threading
-    import time
 
     from crawler.dataset import Dataset, read_manifest
     from crawler.errors import Interrupted
@@ -222,13 +221,7 @@ def test_a_stopped_crawl_publishes_nothing_and_keeps_finished_accounts_staged(cr
 
     sim = crawl_org(SPEC, FaultPlan.uniform(job_seconds=0.2))
     progress, stop = Progress(), threading.Event()
-
-    def stop_after_first_account() -> None:
-        while not progress.snapshot().get("accounts_done"):
-            time.sleep(0.01)
-        stop.set()
-
-    threading.Thread(target=stop_after_first_account, daemon=True).start()
+    stop_after_first_account(progress, stop)
     config = crawl_config(tmp_path, concurrency=ConcurrencySettings(accounts=1))
     with pytest.raises(Interrupted) as raised:
         run_crawl(config, progress=progress, stop=stop, run_id="stopped-run")
