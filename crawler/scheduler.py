@@ -187,12 +187,16 @@ def publish_shards(dataset: Dataset, records: list[dict[str, Any]]) -> dict[str,
 
     DatasetError when an account a shard selected is not staged.
     """
-    summaries = [AccountSummary.from_dict(document) for unit, document in sorted(dataset.staged_summaries().items())
-                 if unit != RUN_UNIT]
-    missing = expected_accounts(records) - {summary.account_id for summary in summaries}
+    expected = expected_accounts(records)
+    staged = {unit: document for unit, document in dataset.staged_summaries().items() if unit != RUN_UNIT}
+    missing = expected - set(staged)
     if missing:
         raise DatasetError(f"run {dataset.run_id}: accounts {', '.join(sorted(missing))} were selected by a shard "
                            "but are not staged")
+    for unit in sorted(set(staged) - expected):  # staged by an attempt of a shard that no longer selects it
+        log.warning("account staged but selected by no shard: not published", extra={"account_id": unit})
+        dataset.discard(unit)
+    summaries = [AccountSummary.from_dict(staged[unit]) for unit in sorted(expected)]
     first = min(records, key=lambda record: str(record.get("started_at")))
     header = {key: first.get(key) for key in ("tool", "version", "config_digest", "config_source", "started_at",
                                                "partition")}

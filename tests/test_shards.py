@@ -195,3 +195,15 @@ def test_a_shard_started_after_midnight_joins_the_date_of_its_run(tmp_path: Path
     assert (plan.run_id, plan.snapshot_date) == ("array-job-7", SNAPSHOT)
     assert plan_run(config, run_id="array-job-8", now=next_day, shard=Shard(1, 2)).snapshot_date == next_day.date()
     assert plan_run(config, now=next_day, shard=Shard(1, 2)).run_id == "20261201-2-shards"
+
+
+def test_an_account_no_shard_selects_is_not_published(crawl_org, tmp_path: Path) -> None:
+    crawl_org(OrgSpec(accounts=3, entities=8, seed=9))
+    config = config_at(tmp_path)
+    run_crawl(config, shard=Shard(0, 2), run_id="leftover")
+    stray = "999999999999"  # staged by an earlier attempt, say, of a shard whose selection changed since
+    Dataset(str(tmp_path), SNAPSHOT, "leftover", config.output).stage(
+        stray, {"accounts": []}, {"account_id": stray, "outcome": "ok"})
+    last = run_crawl(config, shard=Shard(1, 2), run_id="leftover")
+    assert last.published and stray not in {row["account_id"] for row in published_tables(str(tmp_path))["accounts"]}
+    assert last.manifest["accounts"]["selected"] == len(published_tables(str(tmp_path))["accounts"])
