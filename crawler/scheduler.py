@@ -18,9 +18,10 @@ from crawler import __version__
 from crawler.advisor import FAILED, SKIPPED, TIMED_OUT, AccountAdvisor, Failure
 from crawler.calls import ANSWER_ERRORS, AccountCalls
 from crawler.config import config_digest
-from crawler.dataset import INTERRUPTED, RUNNING, Dataset, DatasetError
+from crawler.dataset import INTERRUPTED, RUN_UNIT, RUNNING, Dataset, DatasetError
 from crawler.errors import Interrupted
 from crawler.inventory import entities_of, get_authorization_details, select_entities
+from crawler.orgaccess import crawl_organizations_access
 from crawler.organizations import (
     Account,
     Discovery,
@@ -89,6 +90,10 @@ def run_crawl(config: Config, progress: Progress | None = None, stop: threading.
     progress.add("accounts_total", len(accounts))
     progress.add("accounts_done", len(reused))
     remaining = [account for account in accounts if account.id not in reused]
+    if config.organizations_access.enabled and RUN_UNIT not in dataset.staged_units():
+        tables = crawl_organizations_access(config, factory, discovery, accounts, plan.run_id, progress, stop)
+        if not stop.is_set():  # an interrupted view is not staged: the resumed run makes it again
+            dataset.stage(RUN_UNIT, tables, {"unit": RUN_UNIT, "errors": len(tables["errors"])})
     try:
         crawled = crawl_accounts(config, factory, dataset, discovery, remaining, plan.run_id, progress, stop)
     except DatasetError as error:
@@ -98,6 +103,7 @@ def run_crawl(config: Config, progress: Progress | None = None, stop: threading.
                            "to resume") from error
     summaries = sorted([*reused.values(), *crawled], key=lambda summary: summary.account_id)
     document = {**header, **_manifest(config, discovery, summaries), "resumed": plan.resumed}
+    document["errors"] += dataset.staged_summaries().get(RUN_UNIT, {}).get("errors", 0)
     if stop.is_set():
         dataset.write_run_manifest({**document, "status": INTERRUPTED})
         staged = sum(1 for summary in summaries if summary.outcome != INTERRUPTED)
@@ -119,6 +125,8 @@ def reusable_accounts(dataset: Dataset, accounts: list[Account]) -> dict[str, Ac
     selected = {account.id for account in accounts}
     reused = {}
     for unit, document in dataset.staged_summaries().items():
+        if unit == RUN_UNIT:  # the run's own rows (the Organizations view), not an account
+            continue
         if unit not in selected:
             dataset.discard(unit)
         elif document.get("outcome") == "ok":
