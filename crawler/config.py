@@ -38,6 +38,7 @@ from crawler.settings import (
     Config,
     EntitySettings,
     LoggingSettings,
+    OrganizationsAccessSettings,
     OrganizationSettings,
     OutputSettings,
     StaticAccount,
@@ -110,6 +111,7 @@ def parse_config(text: str, source: str = DEFAULT_SOURCE, environ: Mapping[str, 
         _check_organization(config.organization, reader)
         _check_assume_role(config.assume_role, config.aws.partition, reader)
         _check_advisor(config.advisor, reader)
+        _check_organizations_access(config, reader)
         _check_output(config.output, reader)
     except NodeError as error:
         raise ConfigError(source, error.line, error.key, error.problem) from None
@@ -255,6 +257,11 @@ _CONFIG = section(Config, {
         "entity_details": boolean(),
         "policies_granting_access": boolean(),
     }),
+    "organizations_access": section(OrganizationsAccessSettings, {
+        "enabled": boolean(),
+        "per_policy": boolean(),
+        "reports_in_flight": integer(1, 100),
+    }),
     "concurrency": section(ConcurrencySettings, {
         "accounts": integer(1, 256),
         "requests_per_second_per_account": optional(positive_number(1000)),
@@ -327,6 +334,14 @@ def _check_advisor(advisor: AdvisorSettings, reader: Reader) -> None:
         raise reader.conflict(["advisor.max_poll_interval_seconds", "advisor.poll_interval_seconds"],
                               f"max_poll_interval_seconds ({advisor.max_poll_interval_seconds:g}) is less than "
                               f"poll_interval_seconds ({advisor.poll_interval_seconds:g})")
+
+
+def _check_organizations_access(config: Config, reader: Reader) -> None:
+    """The Organizations view needs AWS Organizations, not a static account list."""
+    if config.organizations_access.enabled and config.organization.source == "static":
+        raise reader.conflict(["organizations_access.enabled", "organization.source"],
+                              "the Organizations view reads AWS Organizations (from the management account): "
+                              "it cannot run with organization.source: static")
 
 
 def _check_output(output: OutputSettings, reader: Reader) -> None:

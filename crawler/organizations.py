@@ -96,6 +96,8 @@ class OrganizationTree:
 
     names: Mapping[str, str] = field(default_factory=dict)
     account_chains: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Every root and OU as its chain of ids from the root down to it, top-down.
+    unit_chains: tuple[tuple[str, ...], ...] = ()
 
 
 # -- discovery: get ----------------------------------------------------------------------
@@ -132,6 +134,20 @@ def _discover(client: Any) -> Discovery:
         if account.ou_path_ids is None:
             log.warning("account %s has no OU path: neither in Paths nor found under any OU", account.id)
     return discovery
+
+
+def walk_organization(client: Any) -> OrganizationTree:
+    """The root and every OU (names and chains of ids, no accounts), through a boto3 ``organizations``
+    client; :class:`DiscoveryError` (with the AWS error code) when Organizations cannot be read."""
+    pool = ThreadPoolExecutor(DISCOVERY_THREADS, thread_name_prefix="discovery")
+    try:
+        return _walk_tree(client, False, pool)
+    except ClientError as error:
+        raise discovery_error(error) from error
+    except BotoCoreError as error:
+        raise DiscoveryError(f"AWS Organizations is not reachable: {error}") from error
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _describe_organization(client: Any) -> Mapping[str, Any]:
@@ -229,6 +245,7 @@ def _walk_tree(client: Any, with_accounts: bool, pool: ThreadPoolExecutor) -> Or
     for root in _list_roots(client):
         names[root["Id"]] = root.get("Name") or ROOT_NAME
         level.append((root["Id"],))
+    unit_chains = list(level)
 
     def children(chain: tuple[str, ...]) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
         accounts = _list_accounts_for_parent(client, chain[-1]) if with_accounts else []
@@ -244,7 +261,8 @@ def _walk_tree(client: Any, with_accounts: bool, pool: ThreadPoolExecutor) -> Or
                     names[unit["Id"]] = unit.get("Name", "")
                     next_level.append((*chain, unit["Id"]))
         level = next_level
-    return OrganizationTree(names, chains)
+        unit_chains.extend(level)
+    return OrganizationTree(names, chains, tuple(unit_chains))
 
 
 def discovery_error(error: ClientError) -> DiscoveryError:

@@ -21,6 +21,7 @@ from crawler.config import config_digest
 from crawler.dataset import INTERRUPTED, RUN_UNIT, RUNNING, Dataset, DatasetError, sharded_runs
 from crawler.errors import Interrupted, UsageError
 from crawler.inventory import entities_of, get_authorization_details, select_entities
+from crawler.orgaccess import crawl_organizations_access
 from crawler.organizations import (
     Account,
     Discovery,
@@ -114,8 +115,14 @@ def run_crawl(config: Config, progress: Progress | None = None, stop: threading.
     progress.add("accounts_total", len(accounts))
     progress.add("accounts_done", len(reused))
     remaining = [account for account in accounts if account.id not in reused]
+    wants_view = config.organizations_access.enabled and (shard is None or shard.crawls_run_unit)
     try:
-        crawled = crawl_accounts(config, factory, dataset, discovery, remaining, plan.run_id, progress, stop)
+        with ThreadPoolExecutor(1, thread_name_prefix="organizations-view") as side:
+            view = side.submit(organizations_view, config, factory, dataset, discovery, selected, plan.run_id,
+                               progress, stop) if wants_view else None
+            crawled = crawl_accounts(config, factory, dataset, discovery, remaining, plan.run_id, progress, stop)
+            if view is not None:
+                view.result()
     except DatasetError as error:
         with contextlib.suppress(DatasetError):  # the disk may be too full for this too
             journal.write({**header, "status": INTERRUPTED, "error": str(error)})
@@ -237,6 +244,19 @@ def _only_sharded_run(root: str, snapshot_date: date) -> str:
         raise UsageError(f"{len(runs)} sharded runs of snapshot {snapshot_date} under {root} are waiting to be "
                          "published" + (f" ({', '.join(runs)}): name one with --run-id" if runs else ""))
     return runs[0]
+
+
+def organizations_view(config: Config, factory: SessionFactory, dataset: Dataset, discovery: Discovery,
+                       accounts: list[Account], run_id: str, progress: Progress, stop: threading.Event) -> None:
+    """Collect and stage the Organizations view (the run's own unit), unless an earlier attempt staged it.
+
+    It runs beside the accounts' crawl, on its own management-account rate limiter.
+    """
+    if RUN_UNIT in dataset.staged_units():
+        return
+    tables = crawl_organizations_access(config, factory, discovery, accounts, run_id, progress, stop)
+    if not stop.is_set():  # an interrupted view is not staged: the resumed run makes it again
+        dataset.stage(RUN_UNIT, tables, {"unit": RUN_UNIT})
 
 
 def reusable_accounts(dataset: Dataset, accounts: list[Account],

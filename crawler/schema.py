@@ -121,7 +121,9 @@ ERRORS = _schema(
     _field("account_id", pa.string(), "Account of the failure; null for a failure before any account."),
     _field("entity_arn", pa.string(), "Entity of the failure, if any."),
     _field("stage", pa.string(),
-           "discover, assume_role, inventory, generate_job, read_job, entity_details or policies.", nullable=False),
+           "discover, assume_role, inventory, generate_job, read_job, entity_details, policies or "
+           "organizations_access (the Organizations view; entity_arn then holds the report's entity path).",
+           nullable=False),
     _field("error_code", pa.string(), "AWS error code (or the crawler's: JobFailed, JobTimedOut, ...)."),
     _field("error_message", pa.string(), "Error message."),
     _field("attempts", pa.int32(), "Attempts made before the failure was recorded.", nullable=False),
@@ -149,6 +151,40 @@ POLICIES_GRANTING_ACCESS = _schema(
     _field("policy_owner_name", pa.string(), "For an inline policy: the name of its holder."),
 )
 
+ORGANIZATIONS_ACCESS = _schema(
+    "The Organizations view (opt-in, organizations_access.enabled): one row per root, OU or account, service "
+    "control policy (or none) and service the SCPs allow: when accounts below it last used the service "
+    "(GenerateOrganizationsAccessReport, from the management account).",
+    _RUN,
+    _field("collected_at", TIMESTAMP, "When AWS completed the report (JobCompletionDate).", nullable=False),
+    _field("organization_id", pa.string(), "AWS Organizations id (o-...).", nullable=False),
+    _field("target_type", pa.string(), "ROOT, ORGANIZATIONAL_UNIT or ACCOUNT: what the report is about.",
+           nullable=False),
+    _field("target_id", pa.string(), "Id of the root (r-...), OU (ou-...) or account (12 digits, as text).",
+           nullable=False),
+    _field("target_name", pa.string(), "Name of the root, OU or account."),
+    _field("target_path", pa.string(), "Entity path of the target: o-.../r-.../ou-.../<account id>.",
+           nullable=False),
+    _field("target_ou_path", pa.string(),
+           "OU path by names from the root down to the target (an account: its parent OU), e.g. Root/Workloads."),
+    _field("policy_id", pa.string(),
+           "The SCP the report is limited to (p-...); null for the report of every SCP that applies."),
+    _field("policy_name", pa.string(), "Name of that SCP; null for the report of every SCP that applies."),
+    _NAMESPACE, _SERVICE_NAME,
+    _field("last_authenticated_at", TIMESTAMP,
+           "Last authenticated attempt by an account below the target to use the service; null = not used "
+           "within the tracking period."),
+    _field("region", pa.string(), "Region of the last attempt."),
+    _field("last_authenticated_entity_path", pa.string(),
+           "Entity path of the account that made the last attempt (AccessDetails.EntityPath)."),
+    _field("last_authenticated_account_id", pa.string(),
+           "The account that made the last attempt (12 digits, as text), from that entity path."),
+    _field("total_authenticated_entities", pa.int32(),
+           "Number of accounts below the target that attempted to use the service within the tracking period."),
+    _field("job_id", pa.string(), "JobId of the report.", nullable=False),
+    _field("job_created_at", TIMESTAMP, "When the report was generated (JobCreationDate)."),
+)
+
 #: Every table, by its directory name under the output root.
 TABLES: dict[str, pa.Schema] = {
     "service_last_accessed": SERVICE_LAST_ACCESSED,
@@ -158,11 +194,12 @@ TABLES: dict[str, pa.Schema] = {
     "errors": ERRORS,
     "entity_service_access": ENTITY_SERVICE_ACCESS,
     "policies_granting_access": POLICIES_GRANTING_ACCESS,
+    "organizations_access": ORGANIZATIONS_ACCESS,
 }
 
 #: Sort order of the consolidated files (columns absent from a table are skipped).
-SORT_KEYS = ("account_id", "entity_arn", "service_namespace", "action_name", "accessor_arn", "policy_name",
-             "stage", "occurred_at")
+SORT_KEYS = ("account_id", "entity_arn", "target_path", "policy_id", "service_namespace", "action_name",
+             "accessor_arn", "policy_name", "stage", "occurred_at")
 
 
 def sort_keys(table: str) -> list[str]:

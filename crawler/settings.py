@@ -127,6 +127,20 @@ class AdvisorSettings:
 
 
 @dataclass(frozen=True)
+class OrganizationsAccessSettings:
+    """The Organizations view of access advisor (GenerateOrganizationsAccessReport), from the
+    management account: one report for the root, every OU and every selected account."""
+
+    enabled: bool = False
+    #: Also one report per service control policy attached directly to each target
+    #: (Organizations ListPoliciesForTarget).
+    per_policy: bool = False
+    #: Reports generated at once (IAM answers ReportGenerationLimitExceeded beyond its own limit,
+    #: which the crawler waits out).
+    reports_in_flight: int = 4
+
+
+@dataclass(frozen=True)
 class ConcurrencySettings:
     """How much work runs at once, and how hard each account is pushed."""
 
@@ -183,6 +197,7 @@ class Config:
     assume_role: AssumeRoleSettings = field(default_factory=AssumeRoleSettings)
     entities: EntitySettings = field(default_factory=EntitySettings)
     advisor: AdvisorSettings = field(default_factory=AdvisorSettings)
+    organizations_access: OrganizationsAccessSettings = field(default_factory=OrganizationsAccessSettings)
     concurrency: ConcurrencySettings = field(default_factory=ConcurrencySettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)

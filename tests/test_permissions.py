@@ -2,7 +2,8 @@
 
 The simulator records every request with the principal that signed it (``SimState.requests``);
 two crawls with every option on (action level, both drill-downs, AWS-managed policies, an
-ExternalId, accounts without ``Paths`` so the OU walk lists accounts per parent, tag filters)
+ExternalId, accounts without ``Paths`` so the OU walk lists accounts per parent, tag filters, the
+Organizations view per SCP)
 record what each principal really calls:
 
 - "as the hub": the crawler's credentials are the hub role itself (an AWS profile with
@@ -28,10 +29,12 @@ from crawler.settings import (
     AssumeRoleSettings,
     AwsSettings,
     EntitySettings,
+    OrganizationsAccessSettings,
     OrganizationSettings,
     TagFilter,
 )
 from crawler.sim import OrgSpec, SimulatedOrganization
+from crawler.sim.org_report import entity_paths
 from crawler.sim.state import Request
 from tests.conftest import isolate_aws
 from tests.helpers import SIM_PROFILE, crawl_config, crawlable
@@ -42,6 +45,11 @@ SPEC = OrgSpec(accounts=4, entities=14, seed=11, external_id="quarterly-review-7
 HUB_PROFILE = "hub"
 #: Allowed to everyone, whatever the policies say (AWS: "No permissions are required").
 NEEDS_NO_PERMISSION = {"sts:GetCallerIdentity"}
+#: Never called by the crawler, but IAM requires them of the caller of GenerateOrganizationsAccessReport
+#: (IAM User Guide, last accessed information: required permissions for Organizations data).
+REQUIRED_FOR_ORGANIZATIONS_REPORTS = {"organizations:DescribePolicy", "organizations:ListChildren",
+                                      "organizations:ListParents", "organizations:ListPoliciesForTarget",
+                                      "organizations:ListRoots", "organizations:ListTargetsForPolicy"}
 WRITE_PREFIXES = ("Create", "Delete", "Put", "Update", "Attach", "Detach", "Tag", "Untag", "Add", "Remove", "Set",
                   "Upload", "Pass")
 
@@ -175,7 +183,8 @@ def every_option(output: Path, aws: AwsSettings, assume_role: AssumeRoleSettings
                               poll_interval_seconds=0.05, max_poll_interval_seconds=0.5)
     organization = OrganizationSettings(exclude=AccountFilter(tags=(TagFilter("access-crawler", ("skip",)),)))
     return crawl_config(output, aws=aws, assume_role=assume_role, advisor=advisor, organization=organization,
-                        entities=EntitySettings(aws_managed_policies=True))
+                        entities=EntitySettings(aws_managed_policies=True),
+                        organizations_access=OrganizationsAccessSettings(enabled=True, per_policy=True))
 
 
 def crawl_and_record(sim: SimulatedOrganization, config: Any) -> list[Request]:
@@ -215,7 +224,8 @@ def test_the_recording_saw_every_option(recording: Recording) -> None:
             print(f"  {principal or '(starting credentials)'}  {action}")
     everything = {request.action for request in recording.as_hub + recording.through_hub}
     assert {"organizations:ListAccountsForParent", "organizations:ListTagsForResource",
-            "iam:GetServiceLastAccessedDetailsWithEntities", "iam:ListPoliciesGrantingServiceAccess"} <= everything
+            "iam:GetServiceLastAccessedDetailsWithEntities", "iam:ListPoliciesGrantingServiceAccess",
+            "iam:GenerateOrganizationsAccessReport", "organizations:ListPoliciesForTarget"} <= everything
     entered = {recording.sim.role_arn(account_id) for account_id in crawlable(recording.sim)}
     assert {request.principal for request in recording.as_hub} == {"", recording.hub_role_arn} | entered
     assert recording.actions(recording.as_hub, {""}) == {"sts:AssumeRole"}, "the profile's source assumes the hub"
@@ -224,7 +234,20 @@ def test_the_recording_saw_every_option(recording: Recording) -> None:
 
 def test_member_role_allows_exactly_what_the_crawler_calls_in_an_account(recording: Recording) -> None:
     called = recording.actions(recording.as_hub + recording.through_hub, recording.member_role_arns)
-    assert called == allowed_actions(load_template(MEMBER_TEMPLATE))
+    assert called == allowed_actions(load_template(MEMBER_TEMPLATE)) - REQUIRED_FOR_ORGANIZATIONS_REPORTS
+
+
+def test_only_the_management_account_makes_organizations_access_reports(recording: Recording) -> None:
+    """The member role's report actions are needed in the management account only (OrganizationsView)."""
+    reporting = {request.principal for request in recording.as_hub + recording.through_hub
+                 if request.action.endswith("OrganizationsAccessReport")}
+    assert reporting == {recording.sim.role_arn(recording.sim.management_account_id)}
+    member = load_template(MEMBER_TEMPLATE)
+    unconditional = {action for listed in as_list(member["Resources"]["CrawlerRole"]["Properties"]["Policies"][0]
+                                                  ["PolicyDocument"]["Statement"])
+                     if "Fn::If" not in listed for action in as_list(listed["Action"])}
+    assert not unconditional & ({"iam:GenerateOrganizationsAccessReport", "iam:GetOrganizationsAccessReport"}
+                                | REQUIRED_FOR_ORGANIZATIONS_REPORTS)
 
 
 def test_hub_role_allows_exactly_what_the_crawler_calls_as_the_hub(recording: Recording) -> None:
@@ -268,6 +291,11 @@ def test_resources_allowed_cover_what_the_crawler_touched(recording: Recording) 
         assert all(matches(arn, resource_patterns(hub, action, names)) for arn in parents), action
     tagged = resource_patterns(hub, "organizations:ListTagsForResource", names)
     assert all(matches(account.account.arn, tagged) for account in model.accounts.values())
+    scps = resource_patterns(hub, "organizations:ListPoliciesForTarget", names)
+    assert all(matches(arn, scps) for arn in [*parents, *(account.account.arn for account in model.accounts.values())])
+    reports = resource_patterns(member, "iam:GenerateOrganizationsAccessReport", names)
+    assert all(matches(f"arn:{model.partition}:iam::{model.management_account_id}:access-report/{path}", reports)
+               for path in entity_paths(model))
     for account_id in crawlable(sim):
         names["AWS::AccountId"] = account_id
         generate = resource_patterns(member, "iam:GenerateServiceLastAccessedDetails", names)

@@ -16,7 +16,7 @@ from crawler.dataset import Dataset, latest_manifest, read_manifest, sharded_run
 from crawler.errors import UsageError
 from crawler.runs import plan_run
 from crawler.scheduler import consolidate, run_crawl
-from crawler.settings import Config, OutputSettings
+from crawler.settings import Config, OrganizationsAccessSettings, OutputSettings
 from crawler.shards import Shard, default_run_id, shard_of
 from crawler.sim import OrgSpec
 from crawler.verify import verify_snapshot
@@ -207,3 +207,20 @@ def test_an_account_no_shard_selects_is_not_published(crawl_org, tmp_path: Path)
     last = run_crawl(config, shard=Shard(1, 2), run_id="leftover")
     assert last.published and stray not in {row["account_id"] for row in published_tables(str(tmp_path))["accounts"]}
     assert last.manifest["accounts"]["selected"] == len(published_tables(str(tmp_path))["accounts"])
+
+
+def test_the_organizations_view_is_collected_once_by_shard_0(crawl_org, tmp_path: Path) -> None:
+    sim = crawl_org(OrgSpec(accounts=3, entities=8, seed=12))
+    view = OrganizationsAccessSettings(enabled=True)
+
+    def reports() -> int:
+        return sum(count for (_, operation), count in sim.state.calls.items()
+                   if operation == "GenerateOrganizationsAccessReport")
+
+    whole = run_crawl(replace(config_at(tmp_path / "whole"), organizations_access=view))
+    reports_of_one_run = reports()
+    shards = crawl_in_shards(replace(config_at(tmp_path / "sharded"), organizations_access=view), 2)
+    assert reports() == 2 * reports_of_one_run > 0  # shard 1 made none
+    assert whole.rows["organizations_access"] > 0
+    assert shards[-1].rows == whole.rows
+    assert published_tables(str(tmp_path / "sharded")) == published_tables(str(tmp_path / "whole"))

@@ -115,9 +115,9 @@ def test_a_clean_snapshot_is_ok(root: Path) -> None:
     assert report.tables == {table: entry["rows"] for table, entry in manifest["tables"].items()}
     assert report.tables[BIG_TABLE] == 2 * BIG_ROWS
     assert len(manifest["tables"][BIG_TABLE]["files"]) == 3
-    assert report.files_checked == sum(len(entry["files"]) for entry in manifest["tables"].values()) == 9
+    assert report.files_checked == sum(len(entry["files"]) for entry in manifest["tables"].values()) == 10
     total = sum(report.tables.values())
-    assert format_report(report) == f"snapshot 2026-11-30 (run {RUN_ID}): 7 tables, 9 files, {total:,} rows: OK"
+    assert format_report(report) == f"snapshot 2026-11-30 (run {RUN_ID}): 8 tables, 10 files, {total:,} rows: OK"
     assert verify_snapshot(str(root)) == report
 
 
@@ -221,7 +221,7 @@ def test_a_table_left_out_of_the_manifest_makes_its_files_extra(root: Path) -> N
     save_manifest(root, manifest)
     report = verify_snapshot(str(root), SNAPSHOT)
     assert kinds(report) == [("manifest", f"runs/{RUN_ID}.json")] + [("extra", path) for path in files]
-    assert report.files_checked == 8 and "errors" not in report.tables
+    assert report.files_checked == 9 and "errors" not in report.tables
 
 
 def test_the_snapshot_date_selects_the_newest_published_manifest_of_that_date(root: Path) -> None:
@@ -258,7 +258,7 @@ def test_an_unreadable_manifest_is_a_problem(root: Path) -> None:
     report = verify_snapshot(str(root), SNAPSHOT)
     assert kinds(report) == [("manifest", "runs/broken.json")]
     assert report.problems[0].detail.startswith("unreadable manifest")
-    assert report.run_id == RUN_ID and report.files_checked == 9
+    assert report.run_id == RUN_ID and report.files_checked == 10
 
 
 @pytest.mark.parametrize("make", [lambda path: None, lambda path: path.write_text("x", encoding="utf-8")],
@@ -279,6 +279,6 @@ def test_format_report_lists_every_problem_then_the_summary(root: Path) -> None:
     assert [line.split(":")[0] for line in lines[:-1]] == [
         f"missing  {FIRST}", f"corrupt  {LAST}", f"extra    {SLA_DIR}/stray.parquet"]
     total = sum(report.tables.values())
-    assert lines[-1] == f"snapshot 2026-11-30 (run {RUN_ID}): 7 tables, 9 files, {total:,} rows: 3 problems"
+    assert lines[-1] == f"snapshot 2026-11-30 (run {RUN_ID}): 8 tables, 10 files, {total:,} rows: 3 problems"
     assert report.problems[0] == Problem("missing", FIRST, "in the manifest (1,000 rows, "
                                          f"{file_entry(load_manifest(root), FIRST)['bytes']:,} bytes) but not on disk")

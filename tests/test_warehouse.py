@@ -17,7 +17,7 @@ import pytest
 
 from crawler import schema, warehouse
 from crawler.scheduler import run_crawl
-from crawler.settings import AdvisorSettings
+from crawler.settings import AdvisorSettings, OrganizationsAccessSettings
 from crawler.sim import OrgSpec, SimulatedOrganization
 from tests.conftest import isolate_aws
 from tests.helpers import SIM_PROFILE, crawl_config
@@ -176,7 +176,8 @@ def crawled(tmp_path_factory: pytest.TempPathFactory) -> Crawl:
         isolate_aws(patch, *sim.write_aws_config(home, profile=SIM_PROFILE))
         advisor = AdvisorSettings(granularity="ACTION_LEVEL", entity_details=True, policies_granting_access=True,
                                   poll_interval_seconds=0.05, max_poll_interval_seconds=0.5)
-        summary = run_crawl(crawl_config(root, advisor=advisor))
+        view = OrganizationsAccessSettings(enabled=True, per_policy=True)
+        summary = run_crawl(crawl_config(root, advisor=advisor, organizations_access=view))
     return Crawl(root, sim.management_account_id, summary.snapshot_date)
 
 

@@ -156,6 +156,8 @@ def read_table(root: str, manifest: dict[str, Any], table: str, accounts: str | 
     paths = [f"{base}/{part['path']}" for part in entry["files"]]
     condition = ds.field("run_id") == str(manifest["run_id"])
     if accounts is not None:
+        if "account_id" not in schema.TABLES[table].names:
+            raise AnalysisError(f"{table} has no account_id column: it cannot be limited to accounts")
         condition &= ds.field("account_id").isin(_account_ids(accounts))
     try:
         dataset = ds.dataset(paths, schema=schema.TABLES[table], format="parquet", filesystem=filesystem)

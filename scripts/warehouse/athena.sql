@@ -169,7 +169,7 @@ CREATE EXTERNAL TABLE IF NOT EXISTS `<DATABASE>`.`errors` (
   `organization_id` string COMMENT 'AWS Organizations id (o-...); null for a static account list.',
   `account_id` string COMMENT 'Account of the failure; null for a failure before any account.',
   `entity_arn` string COMMENT 'Entity of the failure, if any.',
-  `stage` string COMMENT 'discover, assume_role, inventory, generate_job, read_job, entity_details or policies.',
+  `stage` string COMMENT 'discover, assume_role, inventory, generate_job, read_job, entity_details, policies or organizations_access (the Organizations view; entity_arn then holds the report\'s entity path).',
   `error_code` string COMMENT 'AWS error code (or the crawler\'s: JobFailed, JobTimedOut, ...).',
   `error_message` string COMMENT 'Error message.',
   `attempts` int COMMENT 'Attempts made before the failure was recorded.',
@@ -245,4 +245,40 @@ TBLPROPERTIES (
   'projection.snapshot_date.interval' = '1',
   'projection.snapshot_date.interval.unit' = 'DAYS',
   'storage.location.template' = 's3://<BUCKET>/<PREFIX>/policies_granting_access/snapshot_date=${snapshot_date}/'
+);
+
+-- organizations_access: The Organizations view (opt-in, organizations_access.enabled): one row per root, OU or account, service control policy (or none) and service the SCPs allow: when accounts below it last used the service (GenerateOrganizationsAccessReport, from the management account).
+CREATE EXTERNAL TABLE IF NOT EXISTS `<DATABASE>`.`organizations_access` (
+  `run_id` string COMMENT 'Id of the crawl run that wrote the row.',
+  `collected_at` timestamp COMMENT 'When AWS completed the report (JobCompletionDate).',
+  `organization_id` string COMMENT 'AWS Organizations id (o-...).',
+  `target_type` string COMMENT 'ROOT, ORGANIZATIONAL_UNIT or ACCOUNT: what the report is about.',
+  `target_id` string COMMENT 'Id of the root (r-...), OU (ou-...) or account (12 digits, as text).',
+  `target_name` string COMMENT 'Name of the root, OU or account.',
+  `target_path` string COMMENT 'Entity path of the target: o-.../r-.../ou-.../<account id>.',
+  `target_ou_path` string COMMENT 'OU path by names from the root down to the target (an account: its parent OU), e.g. Root/Workloads.',
+  `policy_id` string COMMENT 'The SCP the report is limited to (p-...); null for the report of every SCP that applies.',
+  `policy_name` string COMMENT 'Name of that SCP; null for the report of every SCP that applies.',
+  `service_namespace` string COMMENT 'Service namespace (s3, ec2, ...).',
+  `service_name` string COMMENT 'Service name as AWS reports it.',
+  `last_authenticated_at` timestamp COMMENT 'Last authenticated attempt by an account below the target to use the service; null = not used within the tracking period.',
+  `region` string COMMENT 'Region of the last attempt.',
+  `last_authenticated_entity_path` string COMMENT 'Entity path of the account that made the last attempt (AccessDetails.EntityPath).',
+  `last_authenticated_account_id` string COMMENT 'The account that made the last attempt (12 digits, as text), from that entity path.',
+  `total_authenticated_entities` int COMMENT 'Number of accounts below the target that attempted to use the service within the tracking period.',
+  `job_id` string COMMENT 'JobId of the report.',
+  `job_created_at` timestamp COMMENT 'When the report was generated (JobCreationDate).'
+)
+COMMENT 'The Organizations view (opt-in, organizations_access.enabled): one row per root, OU or account, service control policy (or none) and service the SCPs allow: when accounts below it last used the service (GenerateOrganizationsAccessReport, from the management account).'
+PARTITIONED BY (`snapshot_date` date COMMENT 'Snapshot date: the UTC date the run started (or output.snapshot_date), read from the directory name snapshot_date=YYYY-MM-DD.')
+STORED AS PARQUET
+LOCATION 's3://<BUCKET>/<PREFIX>/organizations_access/'
+TBLPROPERTIES (
+  'projection.enabled' = 'true',
+  'projection.snapshot_date.type' = 'date',
+  'projection.snapshot_date.format' = 'yyyy-MM-dd',
+  'projection.snapshot_date.range' = '2024-01-01,NOW',
+  'projection.snapshot_date.interval' = '1',
+  'projection.snapshot_date.interval.unit' = 'DAYS',
+  'storage.location.template' = 's3://<BUCKET>/<PREFIX>/organizations_access/snapshot_date=${snapshot_date}/'
 );

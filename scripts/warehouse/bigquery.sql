@@ -150,7 +150,7 @@ CREATE OR REPLACE EXTERNAL TABLE `<DATASET>.errors` (
   `organization_id` STRING OPTIONS (description = 'AWS Organizations id (o-...); null for a static account list.'),
   `account_id` STRING OPTIONS (description = 'Account of the failure; null for a failure before any account.'),
   `entity_arn` STRING OPTIONS (description = 'Entity of the failure, if any.'),
-  `stage` STRING OPTIONS (description = 'discover, assume_role, inventory, generate_job, read_job, entity_details or policies.'),
+  `stage` STRING OPTIONS (description = 'discover, assume_role, inventory, generate_job, read_job, entity_details, policies or organizations_access (the Organizations view; entity_arn then holds the report\'s entity path).'),
   `error_code` STRING OPTIONS (description = 'AWS error code (or the crawler\'s: JobFailed, JobTimedOut, ...).'),
   `error_message` STRING OPTIONS (description = 'Error message.'),
   `attempts` INT64 OPTIONS (description = 'Attempts made before the failure was recorded.'),
@@ -214,4 +214,36 @@ OPTIONS (
   require_hive_partition_filter = false,
   enable_list_inference = true,
   description = 'Which policies grant an entity each of its services (ListPoliciesGrantingServiceAccess).'
+);
+
+-- organizations_access: The Organizations view (opt-in, organizations_access.enabled): one row per root, OU or account, service control policy (or none) and service the SCPs allow: when accounts below it last used the service (GenerateOrganizationsAccessReport, from the management account).
+CREATE OR REPLACE EXTERNAL TABLE `<DATASET>.organizations_access` (
+  `run_id` STRING OPTIONS (description = 'Id of the crawl run that wrote the row.'),
+  `collected_at` TIMESTAMP OPTIONS (description = 'When AWS completed the report (JobCompletionDate).'),
+  `organization_id` STRING OPTIONS (description = 'AWS Organizations id (o-...).'),
+  `target_type` STRING OPTIONS (description = 'ROOT, ORGANIZATIONAL_UNIT or ACCOUNT: what the report is about.'),
+  `target_id` STRING OPTIONS (description = 'Id of the root (r-...), OU (ou-...) or account (12 digits, as text).'),
+  `target_name` STRING OPTIONS (description = 'Name of the root, OU or account.'),
+  `target_path` STRING OPTIONS (description = 'Entity path of the target: o-.../r-.../ou-.../<account id>.'),
+  `target_ou_path` STRING OPTIONS (description = 'OU path by names from the root down to the target (an account: its parent OU), e.g. Root/Workloads.'),
+  `policy_id` STRING OPTIONS (description = 'The SCP the report is limited to (p-...); null for the report of every SCP that applies.'),
+  `policy_name` STRING OPTIONS (description = 'Name of that SCP; null for the report of every SCP that applies.'),
+  `service_namespace` STRING OPTIONS (description = 'Service namespace (s3, ec2, ...).'),
+  `service_name` STRING OPTIONS (description = 'Service name as AWS reports it.'),
+  `last_authenticated_at` TIMESTAMP OPTIONS (description = 'Last authenticated attempt by an account below the target to use the service; null = not used within the tracking period.'),
+  `region` STRING OPTIONS (description = 'Region of the last attempt.'),
+  `last_authenticated_entity_path` STRING OPTIONS (description = 'Entity path of the account that made the last attempt (AccessDetails.EntityPath).'),
+  `last_authenticated_account_id` STRING OPTIONS (description = 'The account that made the last attempt (12 digits, as text), from that entity path.'),
+  `total_authenticated_entities` INT64 OPTIONS (description = 'Number of accounts below the target that attempted to use the service within the tracking period.'),
+  `job_id` STRING OPTIONS (description = 'JobId of the report.'),
+  `job_created_at` TIMESTAMP OPTIONS (description = 'When the report was generated (JobCreationDate).')
+)
+WITH PARTITION COLUMNS (`snapshot_date` DATE)
+OPTIONS (
+  format = 'PARQUET',
+  uris = ['gs://<BUCKET>/<PREFIX>/organizations_access/*.parquet'],
+  hive_partition_uri_prefix = 'gs://<BUCKET>/<PREFIX>/organizations_access',
+  require_hive_partition_filter = false,
+  enable_list_inference = true,
+  description = 'The Organizations view (opt-in, organizations_access.enabled): one row per root, OU or account, service control policy (or none) and service the SCPs allow: when accounts below it last used the service (GenerateOrganizationsAccessReport, from the management account).'
 );

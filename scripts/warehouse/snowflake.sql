@@ -152,7 +152,7 @@ CREATE OR REPLACE EXTERNAL TABLE errors (
   organization_id VARCHAR AS (VALUE:"organization_id"::VARCHAR),  -- AWS Organizations id (o-...); null for a static account list.
   account_id VARCHAR AS (VALUE:"account_id"::VARCHAR),  -- Account of the failure; null for a failure before any account.
   entity_arn VARCHAR AS (VALUE:"entity_arn"::VARCHAR),  -- Entity of the failure, if any.
-  stage VARCHAR AS (VALUE:"stage"::VARCHAR),  -- discover, assume_role, inventory, generate_job, read_job, entity_details or policies.
+  stage VARCHAR AS (VALUE:"stage"::VARCHAR),  -- discover, assume_role, inventory, generate_job, read_job, entity_details, policies or organizations_access (the Organizations view; entity_arn then holds the report's entity path).
   error_code VARCHAR AS (VALUE:"error_code"::VARCHAR),  -- AWS error code (or the crawler's: JobFailed, JobTimedOut, ...).
   error_message VARCHAR AS (VALUE:"error_message"::VARCHAR),  -- Error message.
   attempts NUMBER(10, 0) AS (VALUE:"attempts"::NUMBER(10, 0)),  -- Attempts made before the failure was recorded.
@@ -213,3 +213,34 @@ AUTO_REFRESH = FALSE
 PATTERN = '.*/snapshot_date=[0-9]{4}-[0-9]{2}-[0-9]{2}/part-[^/]+[.]parquet'
 FILE_FORMAT = (TYPE = PARQUET)
 COMMENT = 'Which policies grant an entity each of its services (ListPoliciesGrantingServiceAccess).';
+
+-- organizations_access: The Organizations view (opt-in, organizations_access.enabled): one row per root, OU or account, service control policy (or none) and service the SCPs allow: when accounts below it last used the service (GenerateOrganizationsAccessReport, from the management account).
+CREATE OR REPLACE EXTERNAL TABLE organizations_access (
+  snapshot_date DATE AS (TO_DATE(SPLIT_PART(SPLIT_PART(METADATA$FILENAME, 'snapshot_date=', 2), '/', 1), 'YYYY-MM-DD')),  -- Snapshot date: the UTC date the run started (or output.snapshot_date), read from the directory name snapshot_date=YYYY-MM-DD.
+  run_id VARCHAR AS (VALUE:"run_id"::VARCHAR),  -- Id of the crawl run that wrote the row.
+  collected_at TIMESTAMP_LTZ(6) AS (TO_TIMESTAMP_LTZ(DATE_PART(EPOCH_MICROSECOND, VALUE:"collected_at"::TIMESTAMP_NTZ(6)), 6)),  -- When AWS completed the report (JobCompletionDate).
+  organization_id VARCHAR AS (VALUE:"organization_id"::VARCHAR),  -- AWS Organizations id (o-...).
+  target_type VARCHAR AS (VALUE:"target_type"::VARCHAR),  -- ROOT, ORGANIZATIONAL_UNIT or ACCOUNT: what the report is about.
+  target_id VARCHAR AS (VALUE:"target_id"::VARCHAR),  -- Id of the root (r-...), OU (ou-...) or account (12 digits, as text).
+  target_name VARCHAR AS (VALUE:"target_name"::VARCHAR),  -- Name of the root, OU or account.
+  target_path VARCHAR AS (VALUE:"target_path"::VARCHAR),  -- Entity path of the target: o-.../r-.../ou-.../<account id>.
+  target_ou_path VARCHAR AS (VALUE:"target_ou_path"::VARCHAR),  -- OU path by names from the root down to the target (an account: its parent OU), e.g. Root/Workloads.
+  policy_id VARCHAR AS (VALUE:"policy_id"::VARCHAR),  -- The SCP the report is limited to (p-...); null for the report of every SCP that applies.
+  policy_name VARCHAR AS (VALUE:"policy_name"::VARCHAR),  -- Name of that SCP; null for the report of every SCP that applies.
+  service_namespace VARCHAR AS (VALUE:"service_namespace"::VARCHAR),  -- Service namespace (s3, ec2, ...).
+  service_name VARCHAR AS (VALUE:"service_name"::VARCHAR),  -- Service name as AWS reports it.
+  last_authenticated_at TIMESTAMP_LTZ(6) AS (TO_TIMESTAMP_LTZ(DATE_PART(EPOCH_MICROSECOND, VALUE:"last_authenticated_at"::TIMESTAMP_NTZ(6)), 6)),  -- Last authenticated attempt by an account below the target to use the service; null = not used within the tracking period.
+  region VARCHAR AS (VALUE:"region"::VARCHAR),  -- Region of the last attempt.
+  last_authenticated_entity_path VARCHAR AS (VALUE:"last_authenticated_entity_path"::VARCHAR),  -- Entity path of the account that made the last attempt (AccessDetails.EntityPath).
+  last_authenticated_account_id VARCHAR AS (VALUE:"last_authenticated_account_id"::VARCHAR),  -- The account that made the last attempt (12 digits, as text), from that entity path.
+  total_authenticated_entities NUMBER(10, 0) AS (VALUE:"total_authenticated_entities"::NUMBER(10, 0)),  -- Number of accounts below the target that attempted to use the service within the tracking period.
+  job_id VARCHAR AS (VALUE:"job_id"::VARCHAR),  -- JobId of the report.
+  job_created_at TIMESTAMP_LTZ(6) AS (TO_TIMESTAMP_LTZ(DATE_PART(EPOCH_MICROSECOND, VALUE:"job_created_at"::TIMESTAMP_NTZ(6)), 6))  -- When the report was generated (JobCreationDate).
+)
+PARTITION BY (snapshot_date)
+LOCATION = @<STAGE>/organizations_access/
+REFRESH_ON_CREATE = TRUE
+AUTO_REFRESH = FALSE
+PATTERN = '.*/snapshot_date=[0-9]{4}-[0-9]{2}-[0-9]{2}/part-[^/]+[.]parquet'
+FILE_FORMAT = (TYPE = PARQUET)
+COMMENT = 'The Organizations view (opt-in, organizations_access.enabled): one row per root, OU or account, service control policy (or none) and service the SCPs allow: when accounts below it last used the service (GenerateOrganizationsAccessReport, from the management account).';

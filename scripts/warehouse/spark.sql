@@ -142,7 +142,7 @@ CREATE TABLE IF NOT EXISTS `errors` (
   `organization_id` STRING COMMENT 'AWS Organizations id (o-...); null for a static account list.',
   `account_id` STRING COMMENT 'Account of the failure; null for a failure before any account.',
   `entity_arn` STRING COMMENT 'Entity of the failure, if any.',
-  `stage` STRING COMMENT 'discover, assume_role, inventory, generate_job, read_job, entity_details or policies.',
+  `stage` STRING COMMENT 'discover, assume_role, inventory, generate_job, read_job, entity_details, policies or organizations_access (the Organizations view; entity_arn then holds the report\'s entity path).',
   `error_code` STRING COMMENT 'AWS error code (or the crawler\'s: JobFailed, JobTimedOut, ...).',
   `error_message` STRING COMMENT 'Error message.',
   `attempts` INT COMMENT 'Attempts made before the failure was recorded.',
@@ -201,3 +201,33 @@ LOCATION '<ROOT>/policies_granting_access'
 COMMENT 'Which policies grant an entity each of its services (ListPoliciesGrantingServiceAccess).';
 
 MSCK REPAIR TABLE `policies_granting_access`;
+
+-- organizations_access: The Organizations view (opt-in, organizations_access.enabled): one row per root, OU or account, service control policy (or none) and service the SCPs allow: when accounts below it last used the service (GenerateOrganizationsAccessReport, from the management account).
+CREATE TABLE IF NOT EXISTS `organizations_access` (
+  `run_id` STRING COMMENT 'Id of the crawl run that wrote the row.',
+  `collected_at` TIMESTAMP COMMENT 'When AWS completed the report (JobCompletionDate).',
+  `organization_id` STRING COMMENT 'AWS Organizations id (o-...).',
+  `target_type` STRING COMMENT 'ROOT, ORGANIZATIONAL_UNIT or ACCOUNT: what the report is about.',
+  `target_id` STRING COMMENT 'Id of the root (r-...), OU (ou-...) or account (12 digits, as text).',
+  `target_name` STRING COMMENT 'Name of the root, OU or account.',
+  `target_path` STRING COMMENT 'Entity path of the target: o-.../r-.../ou-.../<account id>.',
+  `target_ou_path` STRING COMMENT 'OU path by names from the root down to the target (an account: its parent OU), e.g. Root/Workloads.',
+  `policy_id` STRING COMMENT 'The SCP the report is limited to (p-...); null for the report of every SCP that applies.',
+  `policy_name` STRING COMMENT 'Name of that SCP; null for the report of every SCP that applies.',
+  `service_namespace` STRING COMMENT 'Service namespace (s3, ec2, ...).',
+  `service_name` STRING COMMENT 'Service name as AWS reports it.',
+  `last_authenticated_at` TIMESTAMP COMMENT 'Last authenticated attempt by an account below the target to use the service; null = not used within the tracking period.',
+  `region` STRING COMMENT 'Region of the last attempt.',
+  `last_authenticated_entity_path` STRING COMMENT 'Entity path of the account that made the last attempt (AccessDetails.EntityPath).',
+  `last_authenticated_account_id` STRING COMMENT 'The account that made the last attempt (12 digits, as text), from that entity path.',
+  `total_authenticated_entities` INT COMMENT 'Number of accounts below the target that attempted to use the service within the tracking period.',
+  `job_id` STRING COMMENT 'JobId of the report.',
+  `job_created_at` TIMESTAMP COMMENT 'When the report was generated (JobCreationDate).',
+  `snapshot_date` DATE COMMENT 'Snapshot date: the UTC date the run started (or output.snapshot_date), read from the directory name snapshot_date=YYYY-MM-DD.'
+)
+USING PARQUET
+PARTITIONED BY (`snapshot_date`)
+LOCATION '<ROOT>/organizations_access'
+COMMENT 'The Organizations view (opt-in, organizations_access.enabled): one row per root, OU or account, service control policy (or none) and service the SCPs allow: when accounts below it last used the service (GenerateOrganizationsAccessReport, from the management account).';
+
+MSCK REPAIR TABLE `organizations_access`;

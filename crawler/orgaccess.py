@@ -1,0 +1,370 @@
+"""The Organizations view of access advisor (opt-in): which services the accounts below each root,
+OU and account used, for reviews of service control policies.
+
+From the management account, one ``GenerateOrganizationsAccessReport`` per target (the root, every
+OU, every selected account) and, with ``per_policy``, one more per SCP attached directly to the
+target. Several reports run at once; ``ReportGenerationLimitExceeded`` means "wait for one to finish
+and ask again". Like an entity's job, a report's JobId can be read only by the role session that
+generated it: a report outstanding when the credentials were renewed is generated again.
+
+The edge (:func:`list_targets`, :func:`list_policies`, :class:`ReportRunner`) calls AWS; the middle
+(:func:`unit_targets`, :func:`account_targets`, :func:`organizations_access_tables`) is pure. Every
+expected AWS answer becomes data: a failure is an ``errors`` row (stage ``organizations_access``,
+``entity_arn`` = the target's entity path), never an exception.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from crawler.advisor import Failure
+from crawler.calls import ANSWER_ERRORS, AccountCalls, MalformedAnswer, marker_pages
+from crawler.organizations import (
+    PAGE_SIZE,
+    Account,
+    Discovery,
+    DiscoveryError,
+    OrganizationTree,
+    ou_path_names,
+    walk_organization,
+)
+from crawler.progress import Progress
+from crawler.ratelimit import RateLimiter
+from crawler.rows import error_row
+from crawler.sessions import AWS_ERRORS, EnterAccountError, SessionFactory, error_code, error_message
+from crawler.settings import AdvisorSettings, Config
+from crawler.timestamps import utc
+
+log = logging.getLogger(__name__)
+
+STAGE = "organizations_access"
+ROOT, ORGANIZATIONAL_UNIT, ACCOUNT = "ROOT", "ORGANIZATIONAL_UNIT", "ACCOUNT"
+LIMIT_EXCEEDED = "ReportGenerationLimitExceeded"
+SCP_FILTER = "SERVICE_CONTROL_POLICY"
+#: A report that vanished (NoSuchEntity on read) is generated again at most this often.
+MAX_LOST_REPORTS = 3
+COMPLETED, FAILED, SKIPPED = "completed", "failed", "skipped"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A root, OU or account a report is about."""
+
+    type: str
+    id: str
+    name: str | None
+    #: ``o-.../r-.../ou-.../<account id>``: what GenerateOrganizationsAccessReport takes.
+    path: str
+    #: OU names from the root down to the target (an account: down to its parent).
+    ou_path: str | None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A service control policy attached to a target."""
+
+    id: str
+    name: str | None
+
+
+@dataclass
+class Report:
+    """One report (a target, optionally limited to one SCP) and what became of it."""
+
+    target: Target
+    policy: Policy | None = None
+    outcome: str = SKIPPED
+    job_id: str = ""
+    generation: int = 0
+    started: float = 0.0
+    next_check: float = 0.0
+    delay: float = 0.0
+    attempts: int = 0
+    failed_runs: int = 0
+    lost: int = 0
+    #: Since when IAM refuses to start it (ReportGenerationLimitExceeded); None while it is not refused.
+    limited_since: float | None = None
+    #: Every page of the completed report.
+    pages: list[dict[str, Any]] = field(default_factory=list)
+    failure: Failure | None = None
+
+    def fail(self, code: str, message: str) -> None:
+        """Record why the report gives no data."""
+        self.outcome = FAILED
+        self.failure = Failure(STAGE, code, message, max(self.attempts, 1), self.target.path)
+
+
+# -- the entry point ------------------------------------------------------------------------------
+def crawl_organizations_access(config: Config, factory: SessionFactory, discovery: Discovery,
+                               accounts: Sequence[Account], run_id: str, progress: Progress,
+                               stop: threading.Event) -> dict[str, list[dict[str, Any]]]:
+    """The rows of ``organizations_access`` and ``errors`` for the root, every OU and every account of
+    ``accounts``, read from the management account (``discovery.management_account_id``).
+
+    Never raises for an answer of AWS: what could not be read becomes an ``errors`` row.
+    """
+    failures: list[Failure] = []
+    reports: list[Report] = []
+    organization_id, management_id = discovery.organization_id, discovery.management_account_id
+    if not organization_id or not management_id:
+        failures.append(Failure(STAGE, "NoOrganization", "the Organizations view needs the organization and its "
+                                "management account (organization.source: organizations)"))
+        return organizations_access_tables(run_id, organization_id, management_id, reports, failures)
+    client = factory.organizations_client()
+    targets = list_targets(client, organization_id, accounts, failures)
+    policies = list_policies(client, targets, failures) if config.organizations_access.per_policy else {}
+    reports = plan_reports(targets, policies)
+    if reports and not stop.is_set():
+        run_reports(config, factory, management_id, reports, progress, stop, failures)
+    log.info("organizations view: %d reports, %d completed, %d failures", len(reports),
+             sum(1 for report in reports if report.outcome == COMPLETED), len(failures)
+             + sum(1 for report in reports if report.failure))
+    return organizations_access_tables(run_id, organization_id, management_id, reports, failures)
+
+
+def run_reports(config: Config, factory: SessionFactory, management_id: str, reports: Sequence[Report],
+                progress: Progress, stop: threading.Event, failures: list[Failure]) -> None:
+    """Enter the management account and run every report there (one rate limiter of its own)."""
+    try:
+        session = factory.enter_account(management_id)
+    except EnterAccountError as error:
+        log.warning("cannot enter the management account: %s: %s", error.code, error.message,
+                    extra={"account_id": management_id})
+        failures.append(Failure(STAGE, error.code, f"cannot enter the management account: {error.message}"))
+        return
+    limiter = RateLimiter(config.concurrency.requests_per_second_per_account)
+    calls = AccountCalls(session, "iam", limiter, progress, config.concurrency.throttle_patience_seconds, stop)
+    ReportRunner(calls, config.advisor, config.organizations_access.reports_in_flight, stop).run(reports)
+
+
+# -- targets and policies: get ----------------------------------------------------------------------
+def list_targets(client: Any, organization_id: str, accounts: Sequence[Account],
+                 failures: list[Failure]) -> list[Target]:
+    """The root and every OU (walked through ``client``), then ``accounts``; what cannot be placed
+    in the tree is recorded in ``failures``."""
+    try:
+        tree = walk_organization(client)
+    except DiscoveryError as error:
+        log.warning("organizations view: cannot list the OUs: %s", error)
+        failures.append(Failure(STAGE, error.code or "DiscoveryError", str(error)))
+        tree = OrganizationTree()
+    without_path = [account for account in accounts if not account.ou_path_ids]
+    failures.extend(Failure(STAGE, "NoEntityPath", f"account {account.id} has no OU path: no report for it",
+                            entity_arn=account.id) for account in without_path)
+    return [*unit_targets(tree, organization_id), *account_targets(accounts, organization_id)]
+
+
+def list_policies(client: Any, targets: Sequence[Target], failures: list[Failure]) -> dict[str, list[Policy]]:
+    """The SCPs attached directly to each target, by target path (ListPoliciesForTarget)."""
+    policies: dict[str, list[Policy]] = {}
+    for target in targets:
+        try:
+            pages = client.get_paginator("list_policies_for_target").paginate(
+                TargetId=target.id, Filter=SCP_FILTER, PaginationConfig={"PageSize": PAGE_SIZE})
+            policies[target.path] = [Policy(item["Id"], item.get("Name")) for page in pages
+                                     for item in page.get("Policies") or []]
+        except (*AWS_ERRORS, KeyError, TypeError, AttributeError) as error:
+            log.warning("organizations view: cannot list the SCPs of %s: %s", target.path, error_code(error))
+            failures.append(Failure(STAGE, error_code(error), error_message(error), entity_arn=target.path))
+    return policies
+
+
+# -- targets and policies: transform (pure) ---------------------------------------------------------
+def unit_targets(tree: OrganizationTree, organization_id: str) -> list[Target]:
+    """The root and every OU of a walked tree, top-down."""
+    return [Target(ROOT if len(chain) == 1 else ORGANIZATIONAL_UNIT, chain[-1], tree.names.get(chain[-1]),
+                   "/".join((organization_id, *chain)), ou_path_names(chain, tree.names))
+            for chain in tree.unit_chains]
+
+
+def account_targets(accounts: Sequence[Account], organization_id: str) -> list[Target]:
+    """The accounts that have an OU path (the others cannot be named in a report)."""
+    return [Target(ACCOUNT, account.id, account.name, f"{organization_id}/{account.ou_path_ids}/{account.id}",
+                   account.ou_path)
+            for account in accounts if account.ou_path_ids]
+
+
+def plan_reports(targets: Sequence[Target], policies: dict[str, list[Policy]]) -> list[Report]:
+    """One report per target, then one per target and SCP attached to it."""
+    reports = [Report(target) for target in targets]
+    reports += [Report(target, policy) for target in targets for policy in policies.get(target.path, ())]
+    return reports
+
+
+# -- the reports: get -------------------------------------------------------------------------------
+class _SessionLost(Exception):
+    """The report was made by an earlier role session: generate it again."""
+
+
+class ReportRunner:
+    """Runs reports in one account session: ``window`` at once, each read when it is due."""
+
+    def __init__(self, calls: AccountCalls, settings: AdvisorSettings, window: int, stop: threading.Event,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.calls, self.settings, self.window, self.stop, self.clock = calls, settings, max(window, 1), stop, clock
+
+    def run(self, reports: Sequence[Report]) -> None:
+        """Run every report to an outcome (those left when the crawl stops stay ``skipped``)."""
+        waiting, running = deque(reports), deque[Report]()
+        while (waiting or running) and not self.stop.is_set():
+            self._start_waiting(waiting, running)
+            now = self.clock()
+            for report in [report for report in running if report.next_check <= now]:
+                running.remove(report)
+                self._check(report, waiting, running)
+            self.stop.wait(self._pause(running, waiting))
+
+    def _pause(self, running: deque[Report], waiting: deque[Report]) -> float:
+        """Until the next report is due; a poll interval when none runs but some wait to start."""
+        if running:
+            return max(min(report.next_check for report in running) - self.clock(), 0.0)
+        return self.settings.poll_interval_seconds if waiting else 0.0
+
+    def _start_waiting(self, waiting: deque[Report], running: deque[Report]) -> None:
+        while waiting and len(running) < self.window and not self.stop.is_set():
+            report = waiting.popleft()
+            started = self._start(report)
+            if started:
+                running.append(report)
+            elif report.outcome != FAILED:  # refused for now: ask again once a report finished
+                waiting.appendleft(report)
+                return
+
+    def _start(self, report: Report) -> bool:
+        """Generate the report; False when IAM refuses for now or for good (then it failed)."""
+        arguments = {"EntityPath": report.target.path}
+        if report.policy is not None:
+            arguments["OrganizationsPolicyId"] = report.policy.id
+        generation = self.calls.generation
+        try:
+            answer = self.calls("generate_organizations_access_report", **arguments)
+        except ANSWER_ERRORS as error:
+            return self._refused(report, error_code(error), error_message(error))
+        report.attempts += 1
+        report.limited_since = None
+        report.job_id, report.generation, report.started = answer["JobId"], generation, self.clock()
+        report.delay = self.settings.poll_interval_seconds
+        report.next_check = report.started + report.delay
+        return True
+
+    def _refused(self, report: Report, code: str, message: str) -> bool:
+        """ReportGenerationLimitExceeded is waited out (up to the job timeout); anything else fails."""
+        now = self.clock()
+        if code == LIMIT_EXCEEDED:
+            report.limited_since = report.limited_since if report.limited_since is not None else now
+            if now - report.limited_since < self.settings.job_timeout_seconds:
+                return False
+        report.attempts += 1
+        report.fail(code, message)
+        log.warning("organizations view: %s: %s", report.target.path, code,
+                    extra={"account_id": self.calls.account_id})
+        return False
+
+    def _check(self, report: Report, waiting: deque[Report], running: deque[Report]) -> None:
+        """Read a report that is due: collect it, fail it, start it again, or wait more."""
+        try:
+            first = self._read(report, JobId=report.job_id, MaxItems=self.settings.page_size)
+            status = first.get("JobStatus")
+            if status == "COMPLETED":
+                self._collect(report, first)
+            elif status == "FAILED":
+                self._failed_run(report, first, waiting)
+            elif status == "IN_PROGRESS":
+                self._still_running(report, running)
+            else:
+                raise MalformedAnswer(f"report {report.job_id} has no valid JobStatus ({status!r})")
+        except _SessionLost:
+            report.lost += 1
+            if report.lost > MAX_LOST_REPORTS:
+                report.fail("NoSuchEntity", "the report vanished before it could be read")
+            else:
+                waiting.appendleft(report)
+        except ANSWER_ERRORS as error:
+            report.fail(error_code(error), error_message(error))
+
+    def _read(self, report: Report, **arguments: Any) -> dict[str, Any]:
+        """A page of the report; NoSuchEntity or new credentials mean another session made it."""
+        if report.generation != self.calls.generation:
+            raise _SessionLost()
+        try:
+            answer = self.calls("get_organizations_access_report", **arguments)
+        except ClientError as error:
+            if error_code(error) == "NoSuchEntity":
+                raise _SessionLost() from error
+            raise
+        if report.generation != self.calls.generation:
+            raise _SessionLost()
+        return answer
+
+    def _collect(self, report: Report, first: dict[str, Any]) -> None:
+        if first.get("JobCompletionDate") is None:
+            raise MalformedAnswer(f"report {report.job_id} is COMPLETED without a JobCompletionDate")
+
+        def read(_operation: str, **arguments: Any) -> dict[str, Any]:
+            return self._read(report, **arguments)
+
+        report.pages = list(marker_pages(read, "get_organizations_access_report", first, JobId=report.job_id,
+                                         MaxItems=self.settings.page_size))
+        report.outcome = COMPLETED
+
+    def _failed_run(self, report: Report, answer: dict[str, Any], waiting: deque[Report]) -> None:
+        report.failed_runs += 1
+        error = answer.get("ErrorDetails") or answer.get("Error") or {}
+        if report.failed_runs > self.settings.job_retries:
+            report.fail(str(error.get("Code") or "JobFailed"),
+                        str(error.get("Message") or f"report {report.job_id} FAILED"))
+            return
+        waiting.appendleft(report)
+
+    def _still_running(self, report: Report, running: deque[Report]) -> None:
+        now = self.clock()
+        timeout = self.settings.job_timeout_seconds
+        if now - report.started >= timeout:
+            report.fail("JobTimedOut", f"report {report.job_id} still IN_PROGRESS after {timeout:g} s")
+            return
+        report.delay = min(report.delay * 1.5, self.settings.max_poll_interval_seconds)
+        report.next_check = min(now + report.delay, report.started + timeout)
+        running.append(report)
+
+
+# -- rows (pure) ------------------------------------------------------------------------------------
+def organizations_access_tables(run_id: str, organization_id: str | None, management_id: str | None,
+                                reports: Sequence[Report], failures: Sequence[Failure]
+                                ) -> dict[str, list[dict[str, Any]]]:
+    """The rows of ``organizations_access`` (completed reports) and ``errors`` (everything else)."""
+    rows = [row for report in reports if report.outcome == COMPLETED
+            for row in report_rows(run_id, organization_id or "", report)]
+    recorded = [*failures, *(report.failure for report in reports if report.failure is not None)]
+    errors = [error_row(run_id, organization_id, management_id, failure) for failure in recorded]
+    return {"organizations_access": rows, "errors": errors}
+
+
+def report_rows(run_id: str, organization_id: str, report: Report) -> Iterator[dict[str, Any]]:
+    """One row per service of a completed report."""
+    first, target, policy = report.pages[0], report.target, report.policy
+    keys = {"run_id": run_id, "collected_at": utc(first.get("JobCompletionDate")),
+            "organization_id": organization_id, "target_type": target.type, "target_id": target.id,
+            "target_name": target.name, "target_path": target.path, "target_ou_path": target.ou_path,
+            "policy_id": policy.id if policy else None, "policy_name": policy.name if policy else None}
+    for page in report.pages:
+        for detail in page.get("AccessDetails") or []:
+            entity_path = detail.get("EntityPath")
+            yield {**keys, "service_namespace": detail["ServiceNamespace"], "service_name": detail.get("ServiceName"),
+                   "last_authenticated_at": utc(detail.get("LastAuthenticatedTime")), "region": detail.get("Region"),
+                   "last_authenticated_entity_path": entity_path,
+                   "last_authenticated_account_id": account_of_path(entity_path),
+                   "total_authenticated_entities": detail.get("TotalAuthenticatedEntities"),
+                   "job_id": report.job_id, "job_created_at": utc(first.get("JobCreationDate"))}
+
+
+def account_of_path(entity_path: str | None) -> str | None:
+    """The account id that ends an entity path (``o-.../r-.../ou-.../123456789012``), else None."""
+    last = (entity_path or "").rstrip("/").rsplit("/", 1)[-1]
+    return last if len(last) == 12 and last.isdigit() else None
