@@ -197,6 +197,9 @@ TABLES: dict[str, pa.Schema] = {
     "organizations_access": ORGANIZATIONS_ACCESS,
 }
 
+#: Tables added after the first release: a manifest written before one existed does not list it.
+LATER_TABLES = frozenset({"organizations_access"})
+
 #: Sort order of the consolidated files (columns absent from a table are skipped).
 SORT_KEYS = ("account_id", "entity_arn", "target_path", "policy_id", "service_namespace", "action_name",
              "accessor_arn", "policy_name", "stage", "occurred_at")

@@ -282,3 +282,12 @@ def test_format_report_lists_every_problem_then_the_summary(root: Path) -> None:
     assert lines[-1] == f"snapshot 2026-11-30 (run {RUN_ID}): 8 tables, 10 files, {total:,} rows: 3 problems"
     assert report.problems[0] == Problem("missing", FIRST, "in the manifest (1,000 rows, "
                                          f"{file_entry(load_manifest(root), FIRST)['bytes']:,} bytes) but not on disk")
+
+
+def test_a_snapshot_published_before_a_later_table_existed_is_clean(root: Path) -> None:
+    manifest = load_manifest(root)
+    for table in schema.LATER_TABLES:
+        manifest["tables"].pop(table)
+        shutil.rmtree(root / table)
+    save_manifest(root, manifest)
+    assert verify_snapshot(str(root), SNAPSHOT).ok
