@@ -25,6 +25,7 @@ import yaml
 from crawler.config import ConfigError, load_config, parse_config
 from crawler.dataset import RUN_ID_PATTERN
 from crawler.log import log_file_path
+from tests.cloudformation import lint_problems, load_template
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "scripts" / "deploy"
@@ -41,32 +42,6 @@ ARRAY_JOB_ID = "6ac5b9e5-1111-4d5e-9a4b-0123456789ab"
 
 
 # -- CloudFormation ----------------------------------------------------------------------------
-class CloudFormationLoader(yaml.SafeLoader):
-    """PyYAML's safe loader plus CloudFormation's short tags (``!Ref X`` -> ``{"Ref": "X"}``)."""
-
-
-def _short_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.MappingNode):
-        value = loader.construct_mapping(node, deep=True)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_scalar(node)  # type: ignore[arg-type]
-    if suffix in ("Ref", "Condition"):
-        return {suffix: value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-CloudFormationLoader.add_multi_constructor("!", _short_tag)
-
-
-def load_template(path: Path) -> dict[str, Any]:
-    return yaml.load(path.read_text(encoding="utf-8"), Loader=CloudFormationLoader)  # noqa: S506 - a safe loader
-
-
 def batch_container() -> dict[str, Any]:
     properties: dict[str, Any] = load_template(BATCH_TEMPLATE)["Resources"]["JobDefinition"]["Properties"]
     return properties["ContainerProperties"]
@@ -78,9 +53,7 @@ def batch_environment() -> dict[str, Any]:
 
 @pytest.mark.parametrize("template", [BATCH_TEMPLATE, POD_ROLE], ids=lambda path: path.name)
 def test_cfn_lint_passes(template: Path) -> None:
-    from cfnlint.api import lint_file  # a test tool, not a dependency of the package
-
-    assert [str(problem) for problem in lint_file(template)] == []
+    assert lint_problems(template) == []
 
 
 # -- Kubernetes --------------------------------------------------------------------------------

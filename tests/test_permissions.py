@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from crawler.scheduler import run_crawl
 from crawler.settings import (
@@ -36,6 +35,7 @@ from crawler.settings import (
 from crawler.sim import OrgSpec, SimulatedOrganization
 from crawler.sim.org_report import entity_paths
 from crawler.sim.state import Request
+from tests.cloudformation import lint_problems, load_template
 from tests.conftest import isolate_aws
 from tests.helpers import SIM_PROFILE, crawl_config, crawlable
 
@@ -55,36 +55,6 @@ WRITE_PREFIXES = ("Create", "Delete", "Put", "Update", "Attach", "Detach", "Tag"
 
 
 # -- CloudFormation templates ----------------------------------------------------------------
-class CloudFormationLoader(yaml.SafeLoader):
-    """PyYAML's safe loader plus CloudFormation's short tags (``!Ref X`` -> ``{"Ref": "X"}``,
-    ``!Sub s`` -> ``{"Fn::Sub": s}``, ``!GetAtt A.B`` -> ``{"Fn::GetAtt": ["A", "B"]}``, ...)."""
-
-
-def _short_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.MappingNode):
-        value = loader.construct_mapping(node, deep=True)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    elif isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    else:
-        raise yaml.constructor.ConstructorError(None, None, f"unexpected node {node!r}", node.start_mark)
-    if suffix in ("Ref", "Condition"):
-        return {suffix: value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-CloudFormationLoader.add_multi_constructor("!", _short_tag)
-
-
-def load_template(path: Path) -> dict[str, Any]:
-    """A CloudFormation template in its long form (every short tag as its ``Fn::`` mapping)."""
-    return yaml.load(path.read_text(encoding="utf-8"), Loader=CloudFormationLoader)  # noqa: S506 - a safe loader
-
-
 def branches(value: Any) -> Iterator[Any]:
     """Every value ``value`` can become: both sides of each ``Fn::If``, without ``AWS::NoValue``."""
     if isinstance(value, dict) and set(value) == {"Fn::If"}:
@@ -315,6 +285,4 @@ def test_member_role_trusts_only_the_hub_role() -> None:
 
 @pytest.mark.parametrize("template", [MEMBER_TEMPLATE, HUB_TEMPLATE], ids=lambda path: path.name)
 def test_cfn_lint_passes(template: Path) -> None:
-    from cfnlint.api import lint_file  # a test tool, not a dependency of the package
-
-    assert [str(problem) for problem in lint_file(template)] == []
+    assert lint_problems(template) == []
