@@ -62,14 +62,16 @@ def published_tables(root: str) -> dict[str, list[dict[str, Any]]]:
         rows = []
         for entry in manifest["tables"][table]["files"]:
             rows.extend(pq.read_table(f"{base}/{entry['path']}", filesystem=filesystem).to_pylist())
-        tables[table] = sorted((_same_in_every_crawl(row) for row in rows), key=repr)
+        tables[table] = sorted((same_in_every_crawl(row) for row in rows), key=repr)
     return tables
 
 
-def _same_in_every_crawl(row: dict[str, Any]) -> dict[str, Any]:
+def same_in_every_crawl(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` without what differs between two crawls of the same organization: the run, the jobs,
+    the times, and the crawler role's own RoleLastUsed (each crawl assumes it anew)."""
     kept = {key: value for key, value in row.items() if key not in RUN_COLUMNS}
     if row.get("entity_name") == CRAWLER_ROLE and "role_last_used" in kept:
-        kept["role_last_used"] = "used by the crawl itself"  # each crawl assumes it anew
+        kept["role_last_used"] = kept["role_last_used_region"] = "used by the crawl itself"
     return kept
 
 

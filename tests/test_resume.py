@@ -19,15 +19,12 @@ import pytest
 
 from crawler import schema
 from crawler.dataset import read_manifest
-from tests.helpers import read_rows
+from tests.helpers import read_rows, same_in_every_crawl
 
 pytestmark = [pytest.mark.cli, pytest.mark.slow]
 
 CRAWLER = [sys.executable, "-m", "crawler"]
 LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
-#: Columns that say when or by which attempt something was collected, not what AWS said.
-CRAWLER_ROLE = "AccessCrawlerRole"
-VOLATILE = {"run_id", "collected_at", "job_id", "job_created_at", "started_at", "finished_at", "occurred_at"}
 CONFIG = """
 aws: {profile: sim, region: us-east-1}
 advisor: {poll_interval_seconds: 0.1, max_poll_interval_seconds: 0.5}
@@ -68,21 +65,9 @@ def finish_crawl(env: dict[str, str], config: Path, output: Path, *options: str)
                           capture_output=True, text=True, timeout=300)
 
 
-def snapshot(root: Path) -> dict[str, list[tuple]]:
-    """Every table's rows without the columns that vary from run to run, sorted."""
-    tables = {}
-    for table in schema.TABLES:
-        rows = [stable(row) for row in read_rows(root, table)]
-        tables[table] = sorted((tuple(sorted((key, repr(value)) for key, value in row.items() if key not in VOLATILE))
-                                for row in rows), key=repr)
-    return tables
-
-
-def stable(row: dict) -> dict:
-    """The row without what the crawl itself changes: its own role's RoleLastUsed moves with every AssumeRole."""
-    if row.get("entity_name") == CRAWLER_ROLE and "role_last_used" in row:
-        return {**row, "role_last_used": None, "role_last_used_region": None}
-    return row
+def snapshot(root: Path) -> list[list[dict]]:
+    """Every table's rows (all the files there are), without what varies from crawl to crawl, sorted."""
+    return [sorted((same_in_every_crawl(row) for row in read_rows(root, table)), key=repr) for table in schema.TABLES]
 
 
 def start_crawl_until_an_account_is_staged(env: dict[str, str], config: Path,
@@ -109,7 +94,7 @@ def config(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def reference(simulator: dict[str, str], config: Path, tmp_path: Path) -> dict[str, list[tuple]]:
+def reference(simulator: dict[str, str], config: Path, tmp_path: Path) -> list[list[dict]]:
     """The snapshot of an uninterrupted crawl."""
     done = finish_crawl(simulator, config, tmp_path / "reference")
     assert done.returncode == 0, done.stderr
@@ -117,7 +102,7 @@ def reference(simulator: dict[str, str], config: Path, tmp_path: Path) -> dict[s
 
 
 def test_sigterm_stops_cleanly_and_the_next_run_resumes(simulator: dict[str, str], config: Path, tmp_path: Path,
-                                                        reference: dict[str, list[tuple]]) -> None:
+                                                        reference: list[list[dict]]) -> None:
     output = tmp_path / "out"
     crawl = start_crawl_until_an_account_is_staged(simulator, config, output)
     crawl.send_signal(signal.SIGTERM)
@@ -137,7 +122,7 @@ def test_sigterm_stops_cleanly_and_the_next_run_resumes(simulator: dict[str, str
 
 def test_killed_at_random_points_then_resumed_equals_uninterrupted(simulator: dict[str, str], config: Path,
                                                                    tmp_path: Path,
-                                                                   reference: dict[str, list[tuple]]) -> None:
+                                                                   reference: list[list[dict]]) -> None:
     output, chance = tmp_path / "out", random.Random(20261130)
     kills = 0
     for _ in range(8):
@@ -162,7 +147,7 @@ def test_killed_at_random_points_then_resumed_equals_uninterrupted(simulator: di
 
 def test_a_second_signal_quits_at_once_and_the_run_still_resumes(simulator: dict[str, str], config: Path,
                                                                   tmp_path: Path,
-                                                                  reference: dict[str, list[tuple]]) -> None:
+                                                                  reference: list[list[dict]]) -> None:
     output = tmp_path / "out"
     crawl = start_crawl_until_an_account_is_staged(simulator, config, output)
     crawl.send_signal(signal.SIGINT)
@@ -175,3 +160,23 @@ def test_a_second_signal_quits_at_once_and_the_run_still_resumes(simulator: dict
     done = finish_crawl(simulator, config, output)
     assert done.returncode == 0, done.stderr
     assert snapshot(output) == reference
+
+
+def test_shards_in_separate_processes_publish_the_uninterrupted_snapshot(simulator: dict[str, str], config: Path,
+                                                                         tmp_path: Path,
+                                                                         reference: list[list[dict]]) -> None:
+    output, shared = tmp_path / "out", ("--run-id", "array-job-1")
+    shards = [start_crawl(simulator, config, output, "--shard", f"{index}/3", *shared) for index in range(3)]
+    shards[1].kill()  # one machine is lost early; its shard is run again
+    shards[1].communicate(timeout=30)
+    results = [shards[index].communicate(timeout=300) for index in (0, 2)]
+    assert [shards[index].returncode for index in (0, 2)] == [0, 0], results
+    assert all("waiting for shards" in stdout and "1" in stdout for stdout, _ in results)
+    assert not (output / "runs").exists() or not list((output / "runs").glob("*.json")), "nothing published yet"
+    rerun = finish_crawl(simulator, config, output, "--shard", "1/3", *shared)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "manifest: runs/array-job-1.json" in rerun.stdout
+    assert snapshot(output) == reference
+    assert read_manifest(str(output), "array-job-1")["status"] == "published"
+    verified = subprocess.run([*CRAWLER, "verify", str(output)], capture_output=True, text=True, timeout=60)
+    assert verified.returncode == 0, verified.stdout
