@@ -100,6 +100,8 @@ def run_crawl(config: Config, progress: Progress | None = None, stop: threading.
               "config_source": config.source, "started_at": plan.started_at.isoformat(),
               "caller_arn": identity.get("Arn"), "partition": config.aws.partition}
     journal = RunJournal(dataset, shard, config.output)
+    if shard is not None:  # before hours of crawling: the other shards of the run must split it the same way
+        check_agreement(dataset.shard_records(), shard, config_digest(config))
     journal.write({**header, "status": RUNNING})
     log.info("run %s%s as %s", plan.run_id, f" (shard {shard})" if shard else "", identity.get("Arn"))
     try:

@@ -104,11 +104,13 @@ def test_a_published_run_id_is_not_crawled_again(crawl_org, tmp_path: Path) -> N
 
 
 def test_shards_must_agree_on_the_count_and_the_config(crawl_org, tmp_path: Path) -> None:
-    crawl_org(OrgSpec(accounts=3, entities=8, seed=3))
+    sim = crawl_org(OrgSpec(accounts=3, entities=8, seed=3))
     config = config_at(tmp_path)
     run_crawl(config, shard=Shard(0, 2), run_id="shared")
+    calls = sum(sim.state.calls.values())
     with pytest.raises(UsageError, match="number of shards"):
         run_crawl(config, shard=Shard(1, 3), run_id="shared")
+    assert sum(sim.state.calls.values()) - calls <= 1, "refused before crawling anything"
     other = config_at(tmp_path, compression="snappy")
     with pytest.raises(UsageError, match="different configuration"):
         run_crawl(other, shard=Shard(1, 2), run_id="shared")
