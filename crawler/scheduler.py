@@ -33,7 +33,7 @@ from crawler.organizations import (
 from crawler.progress import Progress
 from crawler.ratelimit import RateBook, RateLimiter
 from crawler.rows import AccountResult, RunContext, account_tables
-from crawler.runs import AccountSummary, plan_run
+from crawler.runs import AccountSummary, RunPlan, plan_run
 from crawler.sessions import EnterAccountError, SessionFactory, error_code, error_message
 from crawler.settings import Config, OutputSettings
 from crawler.shards import (
@@ -88,20 +88,13 @@ def run_crawl(config: Config, progress: Progress | None = None, stop: threading.
     """
     progress, stop = progress or Progress(), stop or threading.Event()
     plan = plan_run(config, resume, run_id, shard=shard)
-    dataset = Dataset(config.output.path, plan.snapshot_date, plan.run_id, config.output)
-    dataset.check_writable()
-    if shard is not None and dataset.claimed(PUBLISH_CLAIM):
-        raise UsageError(f"run {plan.run_id} is being published by one of its shards (or its publisher died: "
-                         f"access-crawler consolidate {config.output.path} --snapshot {plan.snapshot_date} "
-                         f"--run-id {plan.run_id})")
+    dataset = open_dataset(config, plan, shard)
     factory = SessionFactory(config.aws, config.assume_role, config.concurrency)
     identity = factory.caller_identity()
     header = {"tool": "access-crawler", "version": __version__, "config_digest": config_digest(config),
               "config_source": config.source, "started_at": plan.started_at.isoformat(),
               "caller_arn": identity.get("Arn"), "partition": config.aws.partition}
     journal = RunJournal(dataset, shard, config.output)
-    if shard is not None:  # before hours of crawling: the other shards of the run must split it the same way
-        check_agreement(dataset.shard_records(), shard, config_digest(config))
     journal.write({**header, "status": RUNNING})
     log.info("run %s%s as %s", plan.run_id, f" (shard {shard})" if shard else "", identity.get("Arn"))
     try:
@@ -117,14 +110,10 @@ def run_crawl(config: Config, progress: Progress | None = None, stop: threading.
     progress.add("accounts_total", len(accounts))
     progress.add("accounts_done", len(reused))
     remaining = [account for account in accounts if account.id not in reused]
-    wants_view = config.organizations_access.enabled and (shard is None or shard.crawls_run_unit)
+    with_view = config.organizations_access.enabled and (shard is None or shard.crawls_run_unit)
     try:
-        with ThreadPoolExecutor(1, thread_name_prefix="organizations-view") as side:
-            view = side.submit(organizations_view, config, factory, dataset, discovery, selected, plan.run_id,
-                               progress, stop) if wants_view else None
-            crawled = crawl_accounts(config, factory, dataset, discovery, remaining, plan.run_id, progress, stop)
-            if view is not None:
-                view.result()
+        crawled = crawl_run(config, factory, dataset, discovery, remaining, selected if with_view else None,
+                            plan.run_id, progress, stop)
     except DatasetError as error:
         with contextlib.suppress(DatasetError):  # the disk may be too full for this too
             journal.write({**header, "status": INTERRUPTED, "error": str(error)})
@@ -146,6 +135,37 @@ def run_crawl(config: Config, progress: Progress | None = None, stop: threading.
                                                              for name, table in manifest["tables"].items()))
     return RunSummary(plan.run_id, plan.snapshot_date, config.output.path, discovery.organization_id, manifest,
                       summaries, plan.resumed)
+
+
+def open_dataset(config: Config, plan: RunPlan, shard: Shard | None) -> Dataset:
+    """The run's dataset, checked writable; for a shard, checked to be open to it.
+
+    UsageError when a shard's run is being published, or its other shards split it another way
+    (found before hours of crawling, not after).
+    """
+    dataset = Dataset(config.output.path, plan.snapshot_date, plan.run_id, config.output)
+    dataset.check_writable()
+    if shard is None:
+        return dataset
+    if dataset.claimed(PUBLISH_CLAIM):
+        raise UsageError(f"run {plan.run_id} is being published by one of its shards (or its publisher died: "
+                         f"access-crawler consolidate {config.output.path} --snapshot {plan.snapshot_date} "
+                         f"--run-id {plan.run_id})")
+    check_agreement(dataset.shard_records(), shard, config_digest(config))
+    return dataset
+
+
+def crawl_run(config: Config, factory: SessionFactory, dataset: Dataset, discovery: Discovery,
+              accounts: list[Account], view_of: list[Account] | None, run_id: str, progress: Progress,
+              stop: threading.Event) -> list[AccountSummary]:
+    """Crawl ``accounts`` and, beside them when ``view_of`` is given, the Organizations view of those accounts."""
+    with ThreadPoolExecutor(1, thread_name_prefix="organizations-view") as side:
+        view = None if view_of is None else side.submit(organizations_view, config, factory, dataset, discovery,
+                                                        view_of, run_id, progress, stop)
+        crawled = crawl_accounts(config, factory, dataset, discovery, accounts, run_id, progress, stop)
+        if view is not None:
+            view.result()
+    return crawled
 
 
 @dataclass(frozen=True)
