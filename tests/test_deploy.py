@@ -57,6 +57,20 @@ def test_cfn_lint_passes(template: Path) -> None:
 
 
 # -- Kubernetes --------------------------------------------------------------------------------
+#: The oldest Kubernetes the Job supports (backoffLimitPerIndex) and the newest kubernetes-validate knows.
+K8S_VERSIONS = ("1.29.0", "1.37.0")
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_the_kubernetes_manifests_are_valid_objects_of_their_api(version: str) -> None:
+    import kubernetes_validate  # a test tool: Kubernetes' own OpenAPI schemas, offline
+
+    documents = [document for path in (K8S_SETUP, K8S_JOB) for document in k8s_documents(path)]
+    assert {document["kind"] for document in documents} == {"ServiceAccount", "ConfigMap", "Job"}
+    for document in documents:
+        kubernetes_validate.validate(document, version, strict=True)  # raises ValidationError
+
+
 def k8s_documents(path: Path, date: str = DATE) -> list[dict[str, Any]]:
     """The manifests of ``path``, with the Job's ``@DATE@`` filled in as its README says (sed)."""
     return [document for document in yaml.safe_load_all(path.read_text(encoding="utf-8").replace("@DATE@", date))
