@@ -3,9 +3,10 @@ OU and account used, for reviews of service control policies.
 
 From the management account, one ``GenerateOrganizationsAccessReport`` per target (the root, every
 OU, every selected account) and, with ``per_policy``, one more per SCP attached directly to the
-target. Several reports run at once; ``ReportGenerationLimitExceeded`` means "wait for one to finish
-and ask again". Like an entity's job, a report's JobId can be read only by the role session that
-generated it: a report outstanding when the credentials were renewed is generated again.
+target (found with one ListTargetsForPolicy per SCP). Several reports run at once;
+``ReportGenerationLimitExceeded`` means "wait for one to finish and ask again". Like an entity's
+job, a report's JobId can be read only by the role session that generated it: a report
+outstanding when the credentials were renewed is generated again.
 
 The edge (:func:`list_targets`, :func:`list_policies`, :class:`ReportRunner`) calls AWS; the middle
 (:func:`unit_targets`, :func:`account_targets`, :func:`organizations_access_tables`) is pure. Every
@@ -162,18 +163,39 @@ def list_targets(client: Any, organization_id: str, accounts: Sequence[Account],
 
 
 def list_policies(client: Any, targets: Sequence[Target], failures: list[Failure]) -> dict[str, list[Policy]]:
-    """The SCPs attached directly to each target, by target path (ListPoliciesForTarget)."""
+    """The SCPs attached directly to each target, by target path.
+
+    The organization's SCPs (ListPolicies), then the targets of each (ListTargetsForPolicy): a
+    few calls per SCP, where asking each target would cost one per account (Organizations allows
+    only a few calls a second).
+    """
+    try:
+        scps = [Policy(item["Id"], item.get("Name")) for page in _pages(client, "list_policies", Filter=SCP_FILTER)
+                for item in page.get("Policies") or []]
+    except (*AWS_ERRORS, KeyError, TypeError, AttributeError) as error:
+        log.warning("organizations view: cannot list the SCPs: %s", error_code(error))
+        failures.append(Failure(STAGE, error_code(error), error_message(error)))
+        return {}
+    paths = {target.id: target.path for target in targets}
     policies: dict[str, list[Policy]] = {}
-    for target in targets:
+    for policy in sorted(scps, key=lambda policy: policy.id):
         try:
-            pages = client.get_paginator("list_policies_for_target").paginate(
-                TargetId=target.id, Filter=SCP_FILTER, PaginationConfig={"PageSize": PAGE_SIZE})
-            policies[target.path] = [Policy(item["Id"], item.get("Name")) for page in pages
-                                     for item in page.get("Policies") or []]
+            attached = [item["TargetId"] for page in _pages(client, "list_targets_for_policy", PolicyId=policy.id)
+                        for item in page.get("Targets") or []]
         except (*AWS_ERRORS, KeyError, TypeError, AttributeError) as error:
-            log.warning("organizations view: cannot list the SCPs of %s: %s", target.path, error_code(error))
-            failures.append(Failure(STAGE, error_code(error), error_message(error), entity_arn=target.path))
+            log.warning("organizations view: cannot list the targets of SCP %s: %s", policy.id, error_code(error))
+            failures.append(Failure(STAGE, error_code(error), error_message(error), entity_arn=policy.id))
+            continue
+        for target_id in attached:
+            if target_id in paths:
+                policies.setdefault(paths[target_id], []).append(policy)
     return policies
+
+
+def _pages(client: Any, operation: str, **arguments: Any) -> Iterator[dict[str, Any]]:
+    pages: Iterator[dict[str, Any]] = client.get_paginator(operation).paginate(
+        **arguments, PaginationConfig={"PageSize": PAGE_SIZE})
+    return pages
 
 
 # -- targets and policies: transform (pure) ---------------------------------------------------------

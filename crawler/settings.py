@@ -133,7 +133,7 @@ class OrganizationsAccessSettings:
 
     enabled: bool = False
     #: Also one report per service control policy attached directly to each target
-    #: (Organizations ListPoliciesForTarget).
+    #: (Organizations ListPolicies, then ListTargetsForPolicy for each SCP).
     per_policy: bool = False
     #: Reports generated at once (IAM answers ReportGenerationLimitExceeded beyond its own limit,
     #: which the crawler waits out).

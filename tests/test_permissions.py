@@ -134,6 +134,8 @@ class Recording:
     sim: SimulatedOrganization
     as_hub: list[Request]
     through_hub: list[Request]
+    #: The ARNs of the organization's service control policies (read while it ran).
+    scp_arns: list[str]
 
     @property
     def member_role_arns(self) -> set[str]:
@@ -165,6 +167,15 @@ def crawl_and_record(sim: SimulatedOrganization, config: Any) -> list[Request]:
     return list(sim.state.requests)
 
 
+def attach_a_customer_scp(sim: SimulatedOrganization) -> None:
+    """An SCP of the organization's own (besides AWS's FullAWSAccess), attached to its first OU."""
+    client = sim.client("organizations")
+    content = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}'
+    policy = client.create_policy(Name="only-s3", Description="test", Type="SERVICE_CONTROL_POLICY",
+                                  Content=content)["Policy"]["PolicySummary"]
+    client.attach_policy(PolicyId=policy["Id"], TargetId=sim.model.ous[0].id)
+
+
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory: pytest.TempPathFactory) -> Recording:
     """Both crawls of one organization whose accounts list no ``Paths``."""
@@ -177,13 +188,15 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Recording:
             profiles.write(f"[profile {HUB_PROFILE}]\nregion = us-east-1\nrole_arn = {hub}\n"
                            f"source_profile = {SIM_PROFILE}\n")
         isolate_aws(patch, config, credentials)
+        attach_a_customer_scp(sim)
         external_id = AssumeRoleSettings(external_id=SPEC.external_id)
         as_hub = crawl_and_record(sim, every_option(output / "as-hub", AwsSettings(profile=HUB_PROFILE,
                                                                                    region="us-east-1"), external_id))
         chained = replace(external_id, hub_role_arn=hub)
         through_hub = crawl_and_record(sim, every_option(output / "through-hub", AwsSettings(
             profile=SIM_PROFILE, region="us-east-1"), chained))
-    return Recording(sim, as_hub, through_hub)
+        scps = sim.client("organizations").list_policies(Filter="SERVICE_CONTROL_POLICY")["Policies"]
+    return Recording(sim, as_hub, through_hub, [policy["Arn"] for policy in scps])
 
 
 # -- the tests ---------------------------------------------------------------------------------
@@ -195,7 +208,8 @@ def test_the_recording_saw_every_option(recording: Recording) -> None:
     everything = {request.action for request in recording.as_hub + recording.through_hub}
     assert {"organizations:ListAccountsForParent", "organizations:ListTagsForResource",
             "iam:GetServiceLastAccessedDetailsWithEntities", "iam:ListPoliciesGrantingServiceAccess",
-            "iam:GenerateOrganizationsAccessReport", "organizations:ListPoliciesForTarget"} <= everything
+            "iam:GenerateOrganizationsAccessReport", "organizations:ListPolicies",
+            "organizations:ListTargetsForPolicy"} <= everything
     entered = {recording.sim.role_arn(account_id) for account_id in crawlable(recording.sim)}
     assert {request.principal for request in recording.as_hub} == {"", recording.hub_role_arn} | entered
     assert recording.actions(recording.as_hub, {""}) == {"sts:AssumeRole"}, "the profile's source assumes the hub"
@@ -261,8 +275,8 @@ def test_resources_allowed_cover_what_the_crawler_touched(recording: Recording) 
         assert all(matches(arn, resource_patterns(hub, action, names)) for arn in parents), action
     tagged = resource_patterns(hub, "organizations:ListTagsForResource", names)
     assert all(matches(account.account.arn, tagged) for account in model.accounts.values())
-    scps = resource_patterns(hub, "organizations:ListPoliciesForTarget", names)
-    assert all(matches(arn, scps) for arn in [*parents, *(account.account.arn for account in model.accounts.values())])
+    scps = resource_patterns(hub, "organizations:ListTargetsForPolicy", names)
+    assert len(recording.scp_arns) == 2 and all(matches(arn, scps) for arn in recording.scp_arns), recording.scp_arns
     reports = resource_patterns(member, "iam:GenerateOrganizationsAccessReport", names)
     assert all(matches(f"arn:{model.partition}:iam::{model.management_account_id}:access-report/{path}", reports)
                for path in entity_paths(model))

@@ -83,6 +83,22 @@ def _load_organizations(org: OrganizationModel) -> None:
         backend.accounts.append(_fake_account(fake_org, model))
         if model.account.id != org.management_account_id:
             organizations_backends.master_accounts[model.account.id] = (org.management_account_id, org.partition)
+    _attach_full_access(backend)
+
+
+#: The SCP AWS attaches to the root, every OU and every account while SCPs are enabled.
+FULL_ACCESS_POLICY_ID = "p-FullAWSAccess"
+
+
+def _attach_full_access(backend: OrganizationsBackend) -> None:
+    """Attach FullAWSAccess to every root, OU and account, as AWS does, on both sides of moto's link
+    (moto attached it to the accounts it made itself, which the simulated ones replaced)."""
+    policy = next((policy for policy in backend.policies if policy.id == FULL_ACCESS_POLICY_ID), None)
+    if policy is None:
+        return
+    policy.attachments = [*backend.ou, *backend.accounts]
+    for target in policy.attachments:
+        target.attached_policies = [*(p for p in target.attached_policies if p is not policy), policy]
 
 
 def _fake_account(fake_org: object, model: AccountModel) -> FakeAccount:
