@@ -23,8 +23,8 @@ import pytest
 
 from crawler import analysis, schema
 from crawler.scheduler import run_crawl
-from crawler.settings import AdvisorSettings, OutputSettings
-from crawler.sim import OrgSpec, SimulatedOrganization
+from crawler.settings import AdvisorSettings, OrganizationsAccessSettings, OutputSettings
+from crawler.sim import FaultPlan, OrgSpec, SimulatedOrganization
 from crawler.sim.generator import principal_grants
 from crawler.sim.model import Entity, InlinePolicy, OrganizationModel, ServiceActivity, Use
 from crawler.sim.truth import service_rows
@@ -578,3 +578,37 @@ def test_every_table_can_be_loaded(review: Review) -> None:
     for table in schema.TABLES:
         frame = analysis.load(review.root, table, snapshot=DAY_A)
         assert list(frame.columns) == [*schema.TABLES[table].names, "snapshot_date"]
+
+
+# -- SCP reviews (the Organizations view) -----------------------------------------------------------
+def test_scp_review_judges_every_service_of_every_report_to_its_completion(crawl_org, tmp_path: Path) -> None:
+    sim = crawl_org(OrgSpec(accounts=4, entities=8, seed=31))
+    config = crawl_config(tmp_path, organizations_access=OrganizationsAccessSettings(enabled=True, per_policy=True))
+    run_crawl(config)
+    raw = read_rows(tmp_path, "organizations_access")
+
+    review = analysis.scp_review(tmp_path, days=30)
+
+    expected = {(row["target_path"], row["policy_id"], row["service_namespace"]):
+                "used" if row["last_authenticated_at"] is not None
+                and row["last_authenticated_at"] >= row["collected_at"] - timedelta(days=30) else "unused"
+                for row in raw}
+    assert {(row.target_path, None if pd.isna(row.policy_id) else row.policy_id, row.service_namespace): row.status
+            for row in review.itertuples()} == expected
+    assert {"used", "unused"} <= set(expected.values()) and review["policy_id"].notna().any()
+    never = review[review["last_authenticated_at"].isna()]
+    assert (never["status"] == "unused").all() and never["days_since_use"].isna().all()
+    assert set(review["target_path"]) >= {f"{sim.model.id}/{sim.model.root.id}"}
+
+
+def test_scp_review_lists_failed_reports_as_unknown_and_needs_the_view(crawl_org, tmp_path: Path) -> None:
+    sim = crawl_org(OrgSpec(accounts=2, entities=8, seed=32), FaultPlan())
+    run_crawl(crawl_config(tmp_path / "without"))
+    with pytest.raises(analysis.AnalysisError, match="no Organizations view"):
+        analysis.scp_review(tmp_path / "without")
+    sim.faults.account(sim.management_account_id).deny_assume_role = True
+    run_crawl(crawl_config(tmp_path / "denied", organizations_access=OrganizationsAccessSettings(enabled=True)))
+
+    review = analysis.scp_review(tmp_path / "denied")
+
+    assert list(review["status"]) == ["unknown"] and list(review["error_code"]) == ["AccessDenied"]

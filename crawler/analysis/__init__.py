@@ -13,7 +13,7 @@ missing last use proves nothing. ``docs/analysis.md`` is the analyst's guide.
 
 The parts: :mod:`~crawler.analysis.read` (the dataset, snapshots, example SQL),
 :mod:`~crawler.analysis.review` (the review's questions), :mod:`~crawler.analysis.policy`
-(least privilege).
+(least privilege), :mod:`~crawler.analysis.scp` (SCP reviews over the Organizations view).
 """
 from crawler.analysis.policy import LeastPrivilege, least_privilege
 from crawler.analysis.read import (
@@ -33,8 +33,9 @@ from crawler.analysis.read import (
     snapshots,
 )
 from crawler.analysis.review import account_summary, compare, stale_entities, unused_services, widest_gaps
+from crawler.analysis.scp import scp_review
 
 __all__ = ["CHANGES", "COMPLETED", "DEFAULT_DAYS", "STALE", "TOO_NEW", "TRACKING_PERIOD_DAYS", "UNKNOWN", "UNUSED",
            "AnalysisError", "LeastPrivilege", "Snapshot", "account_summary", "compare", "example_queries",
-           "least_privilege", "load", "open_snapshot", "snapshots", "stale_entities", "unused_services",
-           "widest_gaps"]
+           "least_privilege", "load", "open_snapshot", "scp_review", "snapshots", "stale_entities",
+           "unused_services", "widest_gaps"]
