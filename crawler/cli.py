@@ -76,6 +76,7 @@ def _add_accounts(commands: argparse._SubParsersAction) -> None:
                         "any of them.", "access-crawler accounts -c config/crawler.yaml --format csv > accounts.csv")
     _add_config_option(accounts)
     accounts.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+    accounts.add_argument("--shard", type=_shard, metavar="K/N", help="only the accounts shard K of N would crawl")
     accounts.set_defaults(handler=_run_accounts)
 
 
@@ -199,6 +200,8 @@ def _run_accounts(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     factory = SessionFactory(config.aws, config.assume_role, config.concurrency)
     accounts = select_accounts(discover(config, factory), config.organization)
+    if args.shard is not None:
+        accounts = args.shard.select(accounts)
     sys.stdout.write(format_accounts(accounts, args.format))
     return EXIT_OK
 

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from crawler.cli import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, build_parser, main
+from crawler.shards import shard_of
 from crawler.sim import OrgSpec
 from tests.helpers import read_rows
 from tests.test_config import mutated_configs
@@ -91,6 +92,19 @@ def test_accounts_lists_the_selected_accounts(crawl_org, tmp_path: Path, capsys:
     else:
         assert all(account_id in out for account_id in active)
     assert not [operation for (_, operation) in sim.state.calls if operation == "AssumeRole"]
+
+
+def test_accounts_of_each_shard_split_the_selected_accounts(crawl_org, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    sim = crawl_org(SPEC)
+    path = write_config(tmp_path, FAST)
+    shares = []
+    for index in range(2):
+        assert main(["accounts", "-c", str(path), "--format", "json", "--shard", f"{index}/2"]) == EXIT_OK
+        shares.append([item["id"] for item in json.loads(capsys.readouterr().out)])
+    assert sorted(shares[0] + shares[1]) == sorted(i for i, m in sim.model.accounts.items()
+                                                   if m.account.state == "ACTIVE")
+    assert all(shard_of(account_id, 2) == index for index, share in enumerate(shares) for account_id in share)
 
 
 def test_run_exit_codes_follow_the_outcome(crawl_org, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
