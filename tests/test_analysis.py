@@ -600,6 +600,15 @@ def test_scp_review_judges_every_service_of_every_report_to_its_completion(crawl
     assert (never["status"] == "unused").all() and never["days_since_use"].isna().all()
     assert set(review["target_path"]) >= {f"{sim.model.id}/{sim.model.root.id}"}
 
+    summary = analysis.scp_summary(review)
+    counted: dict[tuple[str, Any], dict[str, int]] = {}
+    for (path, policy, _), status in expected.items():
+        counted.setdefault((path, policy), {"used": 0, "unused": 0})[status] += 1
+    assert {(row.target_path, None if pd.isna(row.policy_id) else row.policy_id):
+            {"used": row.services_used, "unused": row.services_unused} for row in summary.itertuples()} == counted
+    assert (summary["services_allowed"] == summary["services_used"] + summary["services_unused"]).all()
+    assert list(summary["services_unused"]) == sorted(summary["services_unused"], reverse=True)
+
 
 def test_scp_review_lists_failed_reports_as_unknown_and_needs_the_view(crawl_org, tmp_path: Path) -> None:
     sim = crawl_org(OrgSpec(accounts=2, entities=8, seed=32), FaultPlan())

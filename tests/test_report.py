@@ -28,7 +28,13 @@ from crawler.cli import EXIT_OK, EXIT_USAGE, build_parser, main
 from crawler.report import ReportResult, write_report
 from crawler.report.sheets import FORMULA_STARTS, neutralise
 from crawler.scheduler import run_crawl
-from crawler.settings import AccountFilter, AdvisorSettings, OrganizationSettings, OutputSettings
+from crawler.settings import (
+    AccountFilter,
+    AdvisorSettings,
+    OrganizationsAccessSettings,
+    OrganizationSettings,
+    OutputSettings,
+)
 from crawler.sim import OrgSpec
 from tests.helpers import crawl_config, crawlable
 
@@ -466,3 +472,29 @@ def assert_sorting_reorders_rows(tab: Any) -> None:
     assert [float(value) for value in column_values(tab, "unused-services-table", 2)] == sorted(before, reverse=True)
     assert header.get_attribute("aria-sort") == "descending"
 
+
+
+# -- the Organizations view ------------------------------------------------------------------
+def test_a_snapshot_with_the_organizations_view_gets_an_scp_section_and_sheet(crawl_org, tmp_path: Path) -> None:
+    openpyxl = pytest.importorskip("openpyxl", reason="--format xlsx needs openpyxl")
+    crawl_org(OrgSpec(accounts=3, entities=8, seed=41))
+    run_crawl(crawl_config(tmp_path / "out", organizations_access=OrganizationsAccessSettings(
+        enabled=True, per_policy=True)))
+    expected = analysis.scp_summary(analysis.scp_review(tmp_path / "out", days=90))
+
+    html = write_report(tmp_path / "out", tmp_path / "review.html")
+    document = parse(html.path.read_text(encoding="utf-8"))
+    assert [link.attrs["href"] for link in document.find("a") if link.attrs.get("href") == "#scps"] == ["#scps"]
+    rows = table_rows(document, "scps-table")
+    assert [row[3].text() for row in rows] == list(expected["target_path"])
+    assert [int(row[7].text().replace(",", "")) for row in rows] == list(expected["services_unused"])
+
+    workbook = openpyxl.load_workbook(write_report(tmp_path / "out", tmp_path / "review.xlsx", fmt="xlsx").path)
+    assert workbook.sheetnames == [*SHEETS, "service control policies"]
+    sheet = list(workbook["service control policies"].iter_rows(values_only=True))
+    assert [row[1] for row in sheet[1:]] == list(expected["target_path"])
+
+
+def test_a_snapshot_without_the_view_has_no_scp_section(page: tuple[ReportResult, str]) -> None:
+    assert page[0].findings.scps is None
+    assert 'id="scps"' not in page[1] and 'href="#scps"' not in page[1]

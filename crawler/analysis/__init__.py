@@ -33,9 +33,9 @@ from crawler.analysis.read import (
     snapshots,
 )
 from crawler.analysis.review import account_summary, compare, stale_entities, unused_services, widest_gaps
-from crawler.analysis.scp import scp_review
+from crawler.analysis.scp import NoOrganizationsView, scp_review, scp_summary
 
 __all__ = ["CHANGES", "COMPLETED", "DEFAULT_DAYS", "STALE", "TOO_NEW", "TRACKING_PERIOD_DAYS", "UNKNOWN", "UNUSED",
-           "AnalysisError", "LeastPrivilege", "Snapshot", "account_summary", "compare", "example_queries",
-           "least_privilege", "load", "open_snapshot", "scp_review", "snapshots", "stale_entities",
-           "unused_services", "widest_gaps"]
+           "AnalysisError", "LeastPrivilege", "NoOrganizationsView", "Snapshot", "account_summary", "compare",
+           "example_queries", "least_privilege", "load", "open_snapshot", "scp_review", "scp_summary", "snapshots",
+           "stale_entities", "unused_services", "widest_gaps"]

@@ -41,6 +41,8 @@ class Findings:
     last_use_ages: pd.DataFrame
     trend: pd.DataFrame
     granularity: str | None
+    #: The Organizations view per (target, SCP): services allowed, used, unused (None: not crawled).
+    scps: pd.DataFrame | None = None
 
 
 def gather_findings(root: str | os.PathLike[str], snapshot: dt.date | None = None,
@@ -57,7 +59,16 @@ def gather_findings(root: str | os.PathLike[str], snapshot: dt.date | None = Non
         stale_entities=stale[stale["status"] == analysis.STALE].reset_index(drop=True),
         widest_gaps=analysis.widest_gaps(snap, days), failed_accounts=failed_accounts(snap, accounts),
         unknown_entities=unknown_entities(snap, unused), last_use_ages=last_use_ages(snap, days),
-        trend=trend(root, snap.date, accounts, days), granularity=snap.granularity)
+        trend=trend(root, snap.date, accounts, days), granularity=snap.granularity,
+        scps=scp_findings(root, snap.date, days))
+
+
+def scp_findings(root: str | os.PathLike[str], snapshot: dt.date, days: int) -> pd.DataFrame | None:
+    """The Organizations view summed per (target, SCP), or None when the snapshot was crawled without it."""
+    try:
+        return analysis.scp_summary(analysis.scp_review(root, snapshot, days))
+    except analysis.NoOrganizationsView:
+        return None
 
 
 def organization_summary(snapshot_date: dt.date, days: int, accounts: pd.DataFrame) -> list[tuple[str, Any, str]]:
@@ -160,7 +171,8 @@ COLUMN_KINDS = {
     "accounts": COUNT, "unused": COUNT, "services": COUNT, "create_date": DATE, "last_used": DATE,
     "role_last_used": DATE, "collected_at": DATE, "snapshot_date": DATE, "entity_arn": ARN,
     "account_id": KEY, "entity_type": KEY, "outcome": KEY, "job_outcome": KEY, "service_namespace": KEY,
-    "error_code": KEY,
+    "error_code": KEY, "services_allowed": COUNT,
+    "target_type": KEY, "target_path": ARN,
 }
 
 

@@ -21,13 +21,16 @@ PAGE_ROWS = 500
 TOP_SERVICES = 25
 SECTIONS = (("organization", "Organization"), ("charts", "Charts"), ("accounts", "Accounts"),
             ("unused-services", "Unused services"), ("stale-entities", "Stale users and roles"),
-            ("widest-gaps", "Widest gaps"), ("limits", "What this data cannot say"))
+            ("widest-gaps", "Widest gaps"), ("scps", "Service control policies"),
+            ("limits", "What this data cannot say"))
+#: Shown only for a snapshot crawled with the Organizations view.
+SCP_SECTION = SECTIONS[-2]
 
 
 def render_page(findings: Findings, generated_at: dt.datetime) -> str:
     """The whole report page for ``findings``."""
     body = "".join((_organization(findings), _charts(findings), _accounts(findings), _unused_services(findings),
-                    _stale_entities(findings), _widest_gaps(findings), _limits(findings)))
+                    _stale_entities(findings), _widest_gaps(findings), _scps(findings), _limits(findings)))
     title = f"Access review: snapshot {findings.snapshot_date.isoformat()}"
     return ("<!DOCTYPE html>\n"
             f'<html lang="en"><head><meta charset="utf-8">'
@@ -40,7 +43,8 @@ def render_page(findings: Findings, generated_at: dt.datetime) -> str:
 
 
 def _header(findings: Findings, title: str, generated_at: dt.datetime) -> str:
-    links = "".join(f'<a href="#{anchor}">{text(label)}</a>' for anchor, label in SECTIONS)
+    links = "".join(f'<a href="#{anchor}">{text(label)}</a>' for anchor, label in SECTIONS
+                    if anchor != SCP_SECTION[0] or findings.scps is not None)
     return (f"<header><h1>{text(title)}</h1>"
             f'<p class="meta">Dataset <code>{text(findings.root)}</code>; unused means not used in the '
             f"{findings.days} days before each entity's data was collected; generated "
@@ -139,6 +143,21 @@ def _widest_gaps(findings: Findings) -> str:
             "for narrower policies. &quot;too new&quot;: created within the window, so not proven yet.</p>")
     return _section("widest-gaps", "Widest gaps between granted and used",
                     note + sortable_table("widest-gaps-table", columns, findings.widest_gaps))
+
+
+def _scps(findings: Findings) -> str:
+    if findings.scps is None:
+        return ""
+    columns = _columns(("target_type", "type"), ("target_name", "name"), ("target_ou_path", "OU path"),
+                       ("target_path", "entity path"), ("policy_name", "SCP"), ("services_allowed", "allowed"),
+                       ("services_used", "used"), ("services_unused", "unused"), ("share_unused", "share unused"),
+                       ("error_code", "report error"))
+    note = (f'<p class="note">The Organizations view: for the root, each OU and each account, the services its '
+            f"SCPs allow (&quot;SCP&quot; empty: all the SCPs that apply to it; otherwise one SCP attached to it) "
+            f"and how many no account below it used in {findings.days} days: candidates to deny there. SCPs never "
+            "restrict the management account.</p>")
+    table = sortable_table("scps-table", columns, findings.scps, PAGE_ROWS)
+    return _section(SCP_SECTION[0], SCP_SECTION[1], note + table)
 
 
 def _limits(findings: Findings) -> str:

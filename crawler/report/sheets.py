@@ -31,12 +31,15 @@ UNKNOWN_COLUMNS = ["kind", "account_id", "account_name", "entity_type", "entity_
 
 def finding_tables(findings: Findings) -> dict[str, pd.DataFrame]:
     """Every finding as a plain table, by name: summary, accounts, unused services, stale entities,
-    widest gaps and unknown (accounts not crawled and entities without data)."""
+    widest gaps, unknown (accounts not crawled and entities without data) and, for a snapshot with
+    the Organizations view, service control policies."""
     summary = pd.DataFrame({"metric": [label for label, _, _ in findings.summary],
                             "value": [value for _, value, _ in findings.summary]})
     tables = {"summary": summary, "accounts": findings.accounts, "unused services": findings.unused_services,
               "stale entities": findings.stale_entities, "widest gaps": findings.widest_gaps,
               "unknown": unknown_table(findings)}
+    if findings.scps is not None:
+        tables["service control policies"] = findings.scps
     return {name: _plain(table) for name, table in tables.items()}
 
 
