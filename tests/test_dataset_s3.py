@@ -2,6 +2,8 @@
 the same rows as on disk, staging, publish by manifest, replace, resume, an exclusive claim."""
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from datetime import date
 from pathlib import Path
@@ -18,6 +20,7 @@ from crawler.settings import ConcurrencySettings, OutputSettings
 from crawler.shards import Shard
 from crawler.sim import FaultPlan, OrgSpec
 from crawler.verify import verify_snapshot
+from tests.cloudformation import load_template
 from tests.helpers import crawl_config, crawlable, published_tables, stop_after_first_account
 
 SNAPSHOT = date(2026, 11, 30)
@@ -148,3 +151,73 @@ def test_a_claim_is_won_by_exactly_one_of_many(where: str, make_s3_root, tmp_pat
         thread.join(timeout=60)
     assert len(won) == 1
     assert not dataset.claim("_publishing.json", {"by": "late"})
+
+
+# -- the S3 permissions the deploy examples grant ----------------------------------------------
+#: (method, whether the path names an object, the query's first key) -> the IAM action S3 checks.
+S3_ACTIONS = {
+    ("HEAD", False, ""): "s3:ListBucket",  # HeadBucket
+    ("GET", False, "list-type"): "s3:ListBucket",  # ListObjectsV2
+    ("GET", False, "prefix"): "s3:ListBucket",
+    ("GET", False, "delimiter"): "s3:ListBucket",
+    ("POST", False, "delete"): "s3:DeleteObject",  # DeleteObjects
+    ("HEAD", True, ""): "s3:GetObject",
+    ("GET", True, ""): "s3:GetObject",
+    ("PUT", True, ""): "s3:PutObject",
+    ("POST", True, "uploads"): "s3:PutObject",  # CreateMultipartUpload
+    ("PUT", True, "partNumber"): "s3:PutObject",  # UploadPart
+    ("POST", True, "uploadId"): "s3:PutObject",  # CompleteMultipartUpload
+    ("DELETE", True, "uploadId"): "s3:AbortMultipartUpload",
+    ("DELETE", True, ""): "s3:DeleteObject",
+}
+REQUEST_LINE = re.compile(r'"(?P<method>[A-Z]+) /(?P<bucket>[^/? ]+)(?P<key>/[^? ]*)?(?:\?(?P<query>\S*))? HTTP')
+#: Granted for a failed upload's clean-up, which a crawl that succeeds never needs.
+ONLY_ON_FAILURE = {"s3:AbortMultipartUpload"}
+
+
+def s3_actions(log_lines: list[str], bucket: str) -> set[str]:
+    """The IAM actions behind the S3 requests of moto's access log to ``bucket``."""
+    actions = set()
+    for line in log_lines:
+        match = REQUEST_LINE.search(line)
+        if match is None or match["bucket"] != bucket:
+            continue
+        first_key = re.split(r"[=&]", match["query"] or "")[0]
+        key = (match["method"], bool((match["key"] or "").strip("/")), first_key)
+        assert key in S3_ACTIONS, f"an S3 request this test cannot map to an action: {line}"
+        actions.add(S3_ACTIONS[key])
+    return actions
+
+
+def granted_s3_actions(template: Path, policy: str) -> set[str]:
+    """The s3: actions a deploy template's policy resource grants."""
+    resource = load_template(template)["Resources"][policy]["Properties"]
+    documents = [resource["PolicyDocument"]] if "PolicyDocument" in resource else \
+        [item["PolicyDocument"] for item in resource["Policies"]]
+    actions = set()
+    for document in documents:
+        for statement in document["Statement"]:
+            listed = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            actions |= {action for action in listed if action.startswith("s3:")}
+    return actions
+
+
+def test_the_deploy_examples_grant_exactly_the_s3_actions_a_crawl_uses(
+        crawl_org, make_s3_root, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    crawl_org(SPEC)
+    s3_root = make_s3_root()
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    caplog.clear()  # from here on, the crawler's requests only
+    config = crawl_config(s3_root, SNAPSHOT)
+    run_crawl(config, run_id="first")
+    run_crawl(config, run_id="second")  # replaces the snapshot: deletes the first run's files
+    for index in range(2):
+        run_crawl(config, shard=Shard(index, 2), run_id="sharded")  # records, a claim, a publish
+    assert verify_snapshot(s3_root, SNAPSHOT).ok and analysis.load(s3_root).shape[0] > 0
+
+    used = s3_actions([record.getMessage() for record in caplog.records], s3_root.split("/")[2])
+    assert used >= {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"}
+    deploy = Path(__file__).resolve().parent.parent / "scripts" / "deploy"
+    for template, policy in ((deploy / "aws-batch" / "job-definition.yaml", "OutputAccess"),
+                             (deploy / "kubernetes" / "pod-role.yaml", "PodRole")):
+        assert granted_s3_actions(template, policy) == used | ONLY_ON_FAILURE, template.name
