@@ -5,6 +5,7 @@ Layout under the output root::
     _staging/<date>/<run_id>/<unit>/<table>.parquet   a unit's rows (unit: 12-digit account id or "_run")
     _staging/<date>/<run_id>/<unit>/DONE              the unit's commit point, written last
     _staging/<date>/<run_id>/_shards/<K>-of-<N>.json  a shard's record, when the run is sharded
+    _staging/<date>/<run_id>/_publishing.json         the claim of the shard that publishes it
     <table>/snapshot_date=<date>/part-NNNNN.parquet   consolidated, sorted, published
     runs/<run_id>.json                                the run manifest: the snapshot's commit point
 
