@@ -73,6 +73,10 @@ class DatasetError(CrawlerError):
     """The dataset cannot be written or read: output not writable, corrupt staging, missing manifest."""
 
 
+class ClaimUnsupported(DatasetError):
+    """The output's filesystem cannot create a file exclusively (only local disks and S3 can here)."""
+
+
 def validate_run_id(run_id: str) -> str:
     """``run_id`` if it is safe as a file name (letters, digits, ``_.-``; not ``.`` or ``..``), else ValueError."""
     if not RUN_ID_PATTERN.fullmatch(run_id) or run_id in (".", ".."):
@@ -197,12 +201,18 @@ class Dataset:
         """Create ``name`` in the run's staging directory if no one has: True for the one caller that did.
 
         Shards of a run use it to agree on which of them publishes. Atomic on a local filesystem
-        (``O_EXCL``) and on S3 (a conditional put); DatasetError on a filesystem that offers neither.
+        (``O_EXCL``) and on S3 (a conditional put); ClaimUnsupported on a filesystem that offers
+        neither, DatasetError when the file cannot be written.
         """
         path = f"{self._run_dir}/{name}"
         content = json.dumps(document, indent=2, default=_json_value).encode() + b"\n"
         try:
             return create_exclusively(self._fs, path, content)
+        except OSError as error:
+            if error.errno == errno.ENOTSUP:
+                raise ClaimUnsupported(f"{self._fs.type_name} filesystems cannot create {path} exclusively") \
+                    from error
+            raise DatasetError(f"cannot create {path}: {error}") from error
         except STORAGE_ERRORS as error:
             raise DatasetError(f"cannot create {path}: {error}") from error
 

@@ -18,7 +18,15 @@ from crawler import __version__
 from crawler.advisor import FAILED, SKIPPED, TIMED_OUT, AccountAdvisor, Failure
 from crawler.calls import ANSWER_ERRORS, AccountCalls
 from crawler.config import config_digest
-from crawler.dataset import INTERRUPTED, RUN_UNIT, RUNNING, Dataset, DatasetError, sharded_runs
+from crawler.dataset import (
+    INTERRUPTED,
+    RUN_UNIT,
+    RUNNING,
+    ClaimUnsupported,
+    Dataset,
+    DatasetError,
+    sharded_runs,
+)
 from crawler.errors import Interrupted, UsageError
 from crawler.inventory import entities_of, get_authorization_details, select_entities
 from crawler.orgaccess import crawl_organizations_access
@@ -203,7 +211,14 @@ def finish_shard(dataset: Dataset, shard: Shard, document: dict[str, Any], summa
         log.info("shard %s done; waiting for shards %s: the last to finish publishes", shard,
                  ", ".join(map(str, waiting)))
         return summary
-    if not dataset.claim(PUBLISH_CLAIM, {"shard": shard.index, "claimed_at": datetime.now(timezone.utc)}):
+    try:
+        claimed = dataset.claim(PUBLISH_CLAIM, {"shard": shard.index, "claimed_at": datetime.now(timezone.utc)})
+    except ClaimUnsupported as error:  # shards cannot agree here on who publishes: a person does
+        log.warning("every shard of run %s is done, but %s: publish it with access-crawler consolidate %s "
+                    "--snapshot %s --run-id %s", dataset.run_id, error, dataset.root, dataset.snapshot_date,
+                    dataset.run_id)
+        return summary
+    if not claimed:
         log.info("shard %s done; another shard is publishing run %s", shard, dataset.run_id)
         return summary
     manifest = publish_shards(dataset, records)
@@ -253,8 +268,9 @@ def consolidate(root: str, snapshot_date: date, run_id: str | None = None) -> di
     if waiting:
         raise UsageError(f"run {run_id}: shards {', '.join(map(str, waiting))} of {shard_count(records)} are not "
                          "done; run them (with the same --run-id) first")
-    if not probe.claim(PUBLISH_CLAIM, {"consolidate": True, "claimed_at": datetime.now(timezone.utc)}):
-        log.warning("run %s: a shard claimed its publish but did not finish it; publishing it now", run_id)
+    with contextlib.suppress(ClaimUnsupported):  # consolidating is a person's decision: no claim needed
+        if not probe.claim(PUBLISH_CLAIM, {"consolidate": True, "claimed_at": datetime.now(timezone.utc)}):
+            log.warning("run %s: a shard claimed its publish but did not finish it; publishing it now", run_id)
     output = {key: value for key, value in (records[0].get("output") or {}).items() if value is not None}
     dataset = Dataset(root, snapshot_date, run_id, OutputSettings(path=root, **output))
     return publish_shards(dataset, records)

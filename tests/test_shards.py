@@ -1,6 +1,7 @@
 """Shards: a stable, balanced split of the accounts; N shards publish exactly what one run would."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import random
@@ -12,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from crawler.dataset import Dataset, latest_manifest, read_manifest, sharded_runs
+from crawler.dataset import ClaimUnsupported, Dataset, latest_manifest, read_manifest, sharded_runs
 from crawler.errors import UsageError
 from crawler.runs import plan_run
 from crawler.scheduler import consolidate, run_crawl
 from crawler.settings import Config, OrganizationsAccessSettings, OutputSettings
-from crawler.shards import Shard, default_run_id, shard_of
+from crawler.shards import PUBLISH_CLAIM, Shard, default_run_id, shard_of
 from crawler.sim import OrgSpec
 from crawler.verify import verify_snapshot
 from tests.helpers import crawl_config, crawlable, published_tables
@@ -226,3 +227,20 @@ def test_the_organizations_view_is_collected_once_by_shard_0(crawl_org, tmp_path
     assert whole.rows["organizations_access"] > 0
     assert shards[-1].rows == whole.rows
     assert published_tables(str(tmp_path / "sharded")) == published_tables(str(tmp_path / "whole"))
+
+
+def test_where_a_claim_is_impossible_the_shards_leave_the_publish_to_consolidate(
+        crawl_org, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ClaimUnsupported):  # a filesystem other than a local disk or S3
+        Dataset("mock:///data", SNAPSHOT, "any", OutputSettings()).claim(PUBLISH_CLAIM, {})
+    crawl_org(OrgSpec(accounts=2, entities=8, seed=13))
+
+    def unsupported(*_: object) -> bool:
+        raise OSError(errno.ENOTSUP, "no exclusive create here")
+
+    monkeypatch.setattr("crawler.dataset.create_exclusively", unsupported)
+    shards = crawl_in_shards(config_at(tmp_path), 2)
+    assert [shard.published for shard in shards] == [False, False] and shards[-1].waiting_for == ()
+    assert latest_manifest(str(tmp_path)) is None
+    manifest = consolidate(str(tmp_path), SNAPSHOT)
+    assert manifest["status"] == "published" and verify_snapshot(str(tmp_path), SNAPSHOT).ok
