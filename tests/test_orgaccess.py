@@ -266,6 +266,40 @@ def test_a_management_account_that_cannot_be_entered_is_an_error_and_the_crawl_p
     assert summary.manifest["accounts"]["ok"] == len(selected_accounts(sim)) - 1
 
 
+def test_failed_reports_are_generated_again_and_lose_nothing(crawl_org: Callable[..., SimulatedOrganization],
+                                                            tmp_path: Path) -> None:
+    sim = crawl_org(SPEC, FaultPlan())
+    sim.faults.account(sim.management_account_id).job_failure_rate = 0.5
+
+    summary, rows, errors = crawl(sim, view_config(tmp_path))
+
+    assert any(event.kind == "job_failed" for event in sim.state.events), "some reports failed first"
+    assert calls(sim, GENERATE) > len(target_paths(sim))
+    recorded = view_errors(errors)
+    # a report failing more often than advisor.job_retries allows is an error, and only then
+    failed_paths = {row["entity_arn"] for row in recorded}
+    assert all(row["error_code"] == "ServiceFailure" for row in recorded)
+    complete = {path: accounts for path, accounts in target_paths(sim).items() if path not in failed_paths}
+    assert project(rows, COMPARED) == truth(sim, list(sim.catalog.namespaces), complete)
+    assert summary.manifest["errors"] == len(errors)
+
+
+def test_a_report_that_always_fails_is_recorded_after_its_retries(crawl_org: Callable[..., SimulatedOrganization],
+                                                                 tmp_path: Path) -> None:
+    sim = crawl_org(SPEC, FaultPlan())
+    sim.faults.account(sim.management_account_id).job_failure_rate = 1.0
+    config = view_config(tmp_path)
+
+    summary, rows, errors = crawl(sim, config)
+
+    recorded = view_errors(errors)
+    assert rows == [] and {row["entity_arn"] for row in recorded} == set(target_paths(sim))
+    assert {(row["error_code"], row["attempts"]) for row in recorded} == {
+        ("ServiceFailure", config.advisor.job_retries + 1)}
+    assert calls(sim, GENERATE) == len(target_paths(sim)) * (config.advisor.job_retries + 1)
+    assert summary.manifest["status"] == "published" and not summary.complete
+
+
 def test_reports_still_running_at_the_timeout_are_errors(crawl_org: Callable[..., SimulatedOrganization],
                                                          tmp_path: Path) -> None:
     sim = crawl_org(SPEC)

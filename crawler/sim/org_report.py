@@ -10,6 +10,7 @@ from typing import Any
 from moto.organizations.models import organizations_backends
 
 from crawler.sim.advisor import decode_marker, encode_marker, find_job, invalid, max_items
+from crawler.sim.faults import chance
 from crawler.sim.model import OrganizationModel
 from crawler.sim.policies import grants_of_document
 from crawler.sim.state import Job, SimError, SimState
@@ -57,16 +58,31 @@ def generate_organizations_access_report(response: Any, state: SimState) -> dict
                       if job.kind == "organizations" and job.status(time.time()) == "IN_PROGRESS")
     if running >= MAX_RUNNING_REPORTS:
         raise SimError("ReportGenerationLimitExceeded", "Too many reports are being generated at once.", 409)
-    allowed = _allowed_namespaces(state, org, response._get_param("OrganizationsPolicyId"))
+    policy_id = response._get_param("OrganizationsPolicyId")
+    allowed = _allowed_namespaces(state, org, policy_id)
     created = datetime.now(timezone.utc).replace(microsecond=0)
     details = _access_details(state, org, accounts, allowed, org.tracking_cutoff)
     faults = state.faults.for_account(caller)
     job = Job(id=str(uuid.uuid4()), kind="organizations", account_id=caller, session_key=response.get_access_key(),
               arn=path, job_type="ORGANIZATIONS", created=created, ready_at=time.time() + faults.job_seconds,
-              outcome="COMPLETED", access_details=details, services_accessible=len(allowed))
+              outcome=_outcome(state, caller, f"{path}|{policy_id or ''}"), access_details=details,
+              services_accessible=len(allowed))
     with state.lock:
         state.jobs[job.id] = job
     return {"JobId": job.id}
+
+
+def _outcome(state: SimState, caller: str, report: str) -> str:
+    """COMPLETED, or FAILED / STUCK as the caller's faults draw it for this attempt of the report."""
+    faults = state.faults.for_account(caller)
+    attempt = state.next_attempt(caller, report)
+    if chance(state.org.seed, "fail", report, attempt) < faults.job_failure_rate:
+        state.record("job_failed", caller, "GenerateOrganizationsAccessReport", report)
+        return "FAILED"
+    if chance(state.org.seed, "stuck", report, attempt) < faults.stuck_job_rate:
+        state.record("job_stuck", caller, "GenerateOrganizationsAccessReport", report)
+        return "STUCK"
+    return "COMPLETED"
 
 
 def _allowed_namespaces(state: SimState, org: OrganizationModel, policy_id: str | None) -> list[str]:
@@ -112,6 +128,10 @@ def get_organizations_access_report(response: Any, state: SimState) -> dict[str,
         raise invalid(f"SortKey {sort_key} is not valid.")
     status = job.status(time.time())
     result: dict[str, Any] = {"JobStatus": status, "JobCreationDate": job.created}
+    if status == "FAILED":
+        result.update({"JobCompletionDate": job.completed, "IsTruncated": False,
+                       "ErrorDetails": {"Code": "ServiceFailure", "Message": "The report failed to complete."}})
+        return result
     if status != "COMPLETED":
         result["IsTruncated"] = False
         return result
