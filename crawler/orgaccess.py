@@ -8,8 +8,8 @@ target (found with one ListTargetsForPolicy per SCP). Several reports run at onc
 job, a report's JobId can be read only by the role session that generated it: a report
 outstanding when the credentials were renewed is generated again.
 
-The edge (:func:`list_targets`, :func:`list_policies`, :class:`ReportRunner`) calls AWS; the middle
-(:func:`unit_targets`, :func:`account_targets`, :func:`organizations_access_tables`) is pure. Every
+The edge (:func:`list_policies`, :class:`ReportRunner`) calls AWS; the middle (:func:`list_targets`
+from the tree discovery walked, :func:`plan_reports`, :func:`organizations_access_tables`) is pure. Every
 expected AWS answer becomes data: a failure is an ``errors`` row (stage ``organizations_access``,
 ``entity_arn`` = the target's entity path), never an exception.
 """
@@ -31,10 +31,8 @@ from crawler.organizations import (
     PAGE_SIZE,
     Account,
     Discovery,
-    DiscoveryError,
     OrganizationTree,
     ou_path_names,
-    walk_organization,
 )
 from crawler.progress import Progress
 from crawler.ratelimit import RateLimiter
@@ -118,9 +116,9 @@ def crawl_organizations_access(config: Config, factory: SessionFactory, discover
         failures.append(Failure(STAGE, "NoOrganization", "the Organizations view needs the organization and its "
                                 "management account (organization.source: organizations)"))
         return organizations_access_tables(run_id, organization_id, management_id, reports, failures)
-    client = factory.organizations_client()
-    targets = list_targets(client, organization_id, accounts, failures)
-    policies = list_policies(client, targets, failures) if config.organizations_access.per_policy else {}
+    targets = list_targets(discovery.tree, organization_id, accounts, failures)
+    policies = list_policies(factory.organizations_client(), targets, failures) \
+        if config.organizations_access.per_policy else {}
     reports = plan_reports(targets, policies)
     if reports and not stop.is_set():
         run_reports(config, factory, management_id, reports, progress, stop, failures)
@@ -145,23 +143,7 @@ def run_reports(config: Config, factory: SessionFactory, management_id: str, rep
     ReportRunner(calls, config.advisor, config.organizations_access.reports_in_flight, stop).run(reports)
 
 
-# -- targets and policies: get ----------------------------------------------------------------------
-def list_targets(client: Any, organization_id: str, accounts: Sequence[Account],
-                 failures: list[Failure]) -> list[Target]:
-    """The root and every OU (walked through ``client``), then ``accounts``; what cannot be placed
-    in the tree is recorded in ``failures``."""
-    try:
-        tree = walk_organization(client)
-    except DiscoveryError as error:
-        log.warning("organizations view: cannot list the OUs: %s", error)
-        failures.append(Failure(STAGE, error.code or "DiscoveryError", str(error)))
-        tree = OrganizationTree()
-    without_path = [account for account in accounts if not account.ou_path_ids]
-    failures.extend(Failure(STAGE, "NoEntityPath", f"account {account.id} has no OU path: no report for it",
-                            entity_arn=account.id) for account in without_path)
-    return [*unit_targets(tree, organization_id), *account_targets(accounts, organization_id)]
-
-
+# -- policies: get ---------------------------------------------------------------------------------
 def list_policies(client: Any, targets: Sequence[Target], failures: list[Failure]) -> dict[str, list[Policy]]:
     """The SCPs attached directly to each target, by target path.
 
@@ -199,6 +181,16 @@ def _pages(client: Any, operation: str, **arguments: Any) -> Iterator[dict[str, 
 
 
 # -- targets and policies: transform (pure) ---------------------------------------------------------
+def list_targets(tree: OrganizationTree, organization_id: str, accounts: Sequence[Account],
+                 failures: list[Failure]) -> list[Target]:
+    """The root and every OU of the tree discovery walked, then ``accounts``; an account that
+    cannot be placed in the tree is recorded in ``failures``."""
+    without_path = [account for account in accounts if not account.ou_path_ids]
+    failures.extend(Failure(STAGE, "NoEntityPath", f"account {account.id} has no OU path: no report for it",
+                            entity_arn=account.id) for account in without_path)
+    return [*unit_targets(tree, organization_id), *account_targets(accounts, organization_id)]
+
+
 def unit_targets(tree: OrganizationTree, organization_id: str) -> list[Target]:
     """The root and every OU of a walked tree, top-down."""
     return [Target(ROOT if len(chain) == 1 else ORGANIZATIONAL_UNIT, chain[-1], tree.names.get(chain[-1]),

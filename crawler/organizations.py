@@ -78,6 +78,8 @@ class Discovery:
     organization_id: str | None
     management_account_id: str | None
     accounts: tuple[Account, ...]
+    #: The root and every OU the discovery walked (empty for a static account list).
+    tree: OrganizationTree = field(default_factory=lambda: OrganizationTree())
 
 
 class DiscoveryError(CrawlerError):
@@ -134,20 +136,6 @@ def _discover(client: Any) -> Discovery:
         if account.ou_path_ids is None:
             log.warning("account %s has no OU path: neither in Paths nor found under any OU", account.id)
     return discovery
-
-
-def walk_organization(client: Any) -> OrganizationTree:
-    """The root and every OU (names and chains of ids, no accounts), through a boto3 ``organizations``
-    client; :class:`DiscoveryError` (with the AWS error code) when Organizations cannot be read."""
-    pool = ThreadPoolExecutor(DISCOVERY_THREADS, thread_name_prefix="discovery")
-    try:
-        return _walk_tree(client, False, pool)
-    except ClientError as error:
-        raise discovery_error(error) from error
-    except BotoCoreError as error:
-        raise DiscoveryError(f"AWS Organizations is not reachable: {error}") from error
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _describe_organization(client: Any) -> Mapping[str, Any]:
@@ -285,7 +273,7 @@ def build_discovery(organization: Mapping[str, Any], listed: Iterable[Mapping[st
         accounts[account.id] = account
     return Discovery(organization_id=organization.get("Id"),
                      management_account_id=organization.get("MasterAccountId"),
-                     accounts=tuple(sorted(accounts.values(), key=lambda account: account.id)))
+                     accounts=tuple(sorted(accounts.values(), key=lambda account: account.id)), tree=tree)
 
 
 def account_from_aws(item: Mapping[str, Any], tree: OrganizationTree | None = None,

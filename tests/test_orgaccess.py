@@ -16,7 +16,6 @@ import pytest
 from crawler.analysis import AnalysisError, load
 from crawler.dataset import RUN_UNIT, Dataset
 from crawler.orgaccess import LIMIT_EXCEEDED, account_of_path, crawl_organizations_access
-from crawler.organizations import Discovery
 from crawler.progress import Progress
 from crawler.scheduler import RunSummary, discover, reusable_accounts, run_crawl
 from crawler.sessions import SessionFactory
@@ -324,7 +323,7 @@ def test_a_caller_outside_the_management_account_is_recorded_not_raised(sim: Sim
     factory = SessionFactory(config.aws, config.assume_role, config.concurrency)
     discovery = discover(config, factory)
     member = sorted(selected_accounts(sim) - {sim.management_account_id})[0]
-    not_management = Discovery(discovery.organization_id, member, discovery.accounts)
+    not_management = replace(discovery, management_account_id=member)
     accounts = [account for account in discovery.accounts if account.id in selected_accounts(sim)]
 
     tables = crawl_organizations_access(config, factory, not_management, accounts, "run-1", Progress(),
