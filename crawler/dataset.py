@@ -154,13 +154,17 @@ class Dataset:
     def staged_units(self) -> set[str]:
         """The units staged completely (with their DONE marker)."""
         try:
-            listing = self._fs.get_file_info(pafs.FileSelector(self._run_dir, allow_not_found=True))
-            units = [info.base_name for info in listing
-                     if info.type == pafs.FileType.Directory and UNIT_PATTERN.fullmatch(info.base_name)]
-            markers = self._fs.get_file_info([f"{self._unit_dir(unit)}/{DONE_MARKER}" for unit in units])
+            return set(_subdirectories_holding(self._fs, self._run_dir, DONE_MARKER, pafs.FileType.File,
+                                               UNIT_PATTERN))
         except STORAGE_ERRORS as error:
             raise DatasetError(f"cannot list staging directory {self._run_dir}: {error}") from error
-        return {unit for unit, marker in zip(units, markers, strict=True) if marker.type == pafs.FileType.File}
+
+    def is_staged(self, unit: str) -> bool:
+        """True when ``unit`` is staged completely (its DONE marker is written)."""
+        try:
+            return bool(self._fs.get_file_info(self._done_path(unit)).type == pafs.FileType.File)
+        except STORAGE_ERRORS as error:
+            raise DatasetError(f"cannot read staging directory {self._run_dir}: {error}") from error
 
     def staged_summaries(self) -> dict[str, dict[str, Any]]:
         """The ``summary`` each completely staged unit was staged with (what a resumed run reuses)."""
@@ -244,9 +248,9 @@ class Dataset:
 
     def staged_rows(self, unit: str) -> dict[str, int]:
         """Rows per table of a completely staged unit (nothing if it is not staged)."""
-        if unit not in self.staged_units():
+        if not self.is_staged(unit):
             return {}
-        done = _read_json(self._fs, f"{self._unit_dir(validate_unit(unit))}/{DONE_MARKER}")
+        done = _read_json(self._fs, self._done_path(unit))
         return {str(table): int(rows) for table, rows in (done.get("rows") or {}).items()}
 
     def write_run_manifest(self, manifest: Mapping[str, Any]) -> None:
@@ -255,6 +259,9 @@ class Dataset:
 
     def _unit_dir(self, unit: str) -> str:
         return f"{self._run_dir}/{unit}"
+
+    def _done_path(self, unit: str) -> str:
+        return f"{self._unit_dir(validate_unit(unit))}/{DONE_MARKER}"
 
     def _stage_table(self, unit_dir: str, table: str, rows: pa.Table) -> None:
         write = functools.partial(write_file, self._fs, table=table, rows=rows, settings=self.settings)
@@ -517,28 +524,34 @@ def sharded_runs(root: str, snapshot_date: date) -> list[str]:
     filesystem, base = open_filesystem(root)
     day = f"{base}/{STAGING_DIR}/{snapshot_date.isoformat()}"
     try:
-        runs = [info.base_name for info in filesystem.get_file_info(pafs.FileSelector(day, allow_not_found=True))
-                if info.type == pafs.FileType.Directory]
-        records = filesystem.get_file_info([f"{day}/{run}/{SHARDS_DIR}" for run in runs])
+        return _subdirectories_holding(filesystem, day, SHARDS_DIR, pafs.FileType.Directory)
     except STORAGE_ERRORS as error:
         raise DatasetError(f"cannot list the staged runs of {snapshot_date} under {root}: {error}") from error
-    return sorted(run for run, info in zip(runs, records, strict=True) if info.type == pafs.FileType.Directory)
 
 
 def staged_run_date(root: str, run_id: str) -> date | None:
     """The snapshot date run ``run_id`` is staged under, if it has a staging directory under ``root``."""
     filesystem, base = open_filesystem(root)
     try:
-        days = [info.base_name for info in filesystem.get_file_info(
-            pafs.FileSelector(f"{base}/{STAGING_DIR}", allow_not_found=True)) if info.type == pafs.FileType.Directory]
-        found = filesystem.get_file_info([f"{base}/{STAGING_DIR}/{day}/{validate_run_id(run_id)}" for day in days])
+        staged = _subdirectories_holding(filesystem, f"{base}/{STAGING_DIR}", validate_run_id(run_id),
+                                         pafs.FileType.Directory)
     except STORAGE_ERRORS as error:
         raise DatasetError(f"cannot list the staging directory under {root}: {error}") from error
-    staged = sorted(day for day, info in zip(days, found, strict=True) if info.type == pafs.FileType.Directory)
     for day in reversed(staged):
         with contextlib.suppress(ValueError):
             return date.fromisoformat(day)
     return None
+
+
+def _subdirectories_holding(filesystem: pafs.FileSystem, directory: str, child: str, kind: pafs.FileType,
+                            names: re.Pattern[str] | None = None) -> list[str]:
+    """The names (sorted) of the subdirectories of ``directory`` (matching ``names``, if given) that hold
+    ``child`` of type ``kind``; none when ``directory`` does not exist. Raises the filesystem's errors."""
+    listing = filesystem.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+    found = sorted(info.base_name for info in listing if info.type == pafs.FileType.Directory
+                   and (names is None or names.fullmatch(info.base_name)))
+    children = filesystem.get_file_info([f"{directory}/{name}/{child}" for name in found])
+    return [name for name, info in zip(found, children, strict=True) if info.type == kind]
 
 
 def _all_manifests(filesystem: pafs.FileSystem, base: str, root: str) -> list[dict[str, Any]]:
