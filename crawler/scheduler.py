@@ -102,7 +102,7 @@ def run_crawl(config: Config, progress: Progress | None = None, stop: threading.
     header = {"tool": "access-crawler", "version": __version__, "config_digest": config_digest(config),
               "config_source": config.source, "started_at": plan.started_at.isoformat(),
               "caller_arn": identity.get("Arn"), "partition": config.aws.partition}
-    journal = RunJournal(dataset, shard, config.output)
+    journal = RunJournal(dataset, shard)
     journal.write({**header, "status": RUNNING})
     log.info("run %s%s as %s", plan.run_id, f" (shard {shard})" if shard else "", identity.get("Arn"))
     try:
@@ -182,24 +182,24 @@ class RunJournal:
 
     dataset: Dataset
     shard: Shard | None
-    output: OutputSettings
 
     def write(self, document: dict[str, Any]) -> None:
-        """Record ``document`` (status and what is known so far)."""
+        """Record ``document`` (status and what is known so far); a shard's record also carries how the
+        dataset's files are written, which ``consolidate`` needs."""
         if self.shard is None:
             self.dataset.write_run_manifest(document)
             return
+        output = self.dataset.settings
         self.dataset.record_shard(self.shard.name, {
             **document, "shard": {"index": self.shard.index, "count": self.shard.count},
-            "output": {"compression": self.output.compression, "compression_level": self.output.compression_level,
-                       "max_rows_per_file": self.output.max_rows_per_file,
-                       "row_group_rows": self.output.row_group_rows}})
+            "output": {"compression": output.compression, "compression_level": output.compression_level,
+                       "max_rows_per_file": output.max_rows_per_file, "row_group_rows": output.row_group_rows}})
 
 
 def finish_shard(dataset: Dataset, shard: Shard, document: dict[str, Any], summaries: list[AccountSummary],
                  organization_id: str | None) -> RunSummary:
     """Record the shard done; publish the run if every shard is done and no other shard claimed it first."""
-    RunJournal(dataset, shard, dataset.settings).write({
+    RunJournal(dataset, shard).write({
         **document, "status": DONE, "account_ids": [summary.account_id for summary in summaries]})
     records = dataset.shard_records()
     check_agreement(records, shard, str(document["config_digest"]))
@@ -290,7 +290,7 @@ def organizations_view(config: Config, factory: SessionFactory, dataset: Dataset
 
     It runs beside the accounts' crawl, on its own management-account rate limiter.
     """
-    if RUN_UNIT in dataset.staged_units():
+    if dataset.is_staged(RUN_UNIT):
         return
     tables = crawl_organizations_access(config, factory, discovery, accounts, run_id, progress, stop)
     if not stop.is_set():  # an interrupted view is not staged: the resumed run makes it again
