@@ -311,7 +311,8 @@ def _unpublished(summary: Any) -> str:
         return (f"staged, not published yet: waiting for shards {', '.join(map(str, summary.waiting_for))} "
                 f"(the last to finish publishes; or run access-crawler consolidate {summary.root} "
                 f"--snapshot {summary.snapshot_date} --run-id {summary.run_id} once they are done)")
-    return "staged; another shard is publishing the run"
+    return (f"staged; every shard is done and another one publishes the run (if none does, run access-crawler "
+            f"consolidate {summary.root} --snapshot {summary.snapshot_date} --run-id {summary.run_id})")
 
 
 def _add_sim(commands: argparse._SubParsersAction) -> None:
