@@ -1,6 +1,7 @@
 """CloudFormation templates for tests: read in their long form, linted by cfn-lint."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +43,23 @@ def lint_problems(template: Path) -> list[str]:
     from cfnlint.api import lint_file  # a test tool, not a dependency of the package
 
     return [str(problem) for problem in lint_file(template)]
+
+
+def branches(value: Any) -> Iterator[Any]:
+    """Every value ``value`` can become: both sides of each ``Fn::If``, without ``AWS::NoValue``."""
+    if isinstance(value, dict) and set(value) == {"Fn::If"}:
+        for branch in value["Fn::If"][1:]:
+            yield from branches(branch)
+    elif value != {"Ref": "AWS::NoValue"}:
+        yield value
+
+
+def as_list(value: Any) -> list[Any]:
+    """A policy field that is one item or a list of items, as a list."""
+    return value if isinstance(value, list) else [value]
+
+
+def policy_statements(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every statement a policy document can hold, whichever way its conditions (``Fn::If``) go."""
+    for listed in as_list(document["Statement"]):
+        yield from branches(listed)

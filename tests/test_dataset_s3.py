@@ -20,7 +20,7 @@ from crawler.settings import ConcurrencySettings, OutputSettings
 from crawler.shards import Shard
 from crawler.sim import FaultPlan, OrgSpec
 from crawler.verify import verify_snapshot
-from tests.cloudformation import load_template
+from tests.cloudformation import as_list, load_template, policy_statements
 from tests.helpers import crawl_config, crawlable, published_tables, stop_after_first_account
 
 SNAPSHOT = date(2026, 11, 30)
@@ -194,14 +194,8 @@ def granted_s3_actions(template: Path, policy: str) -> set[str]:
     resource = load_template(template)["Resources"][policy]["Properties"]
     documents = [resource["PolicyDocument"]] if "PolicyDocument" in resource else \
         [item["PolicyDocument"] for item in resource["Policies"]]
-    actions = set()
-    for document in documents:
-        for statement in document["Statement"]:
-            if "Fn::If" in statement:  # a statement granted under a condition: its "true" branch
-                statement = statement["Fn::If"][1]
-            listed = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-            actions |= {action for action in listed if action.startswith("s3:")}
-    return actions
+    return {action for document in documents for statement in policy_statements(document)
+            for action in as_list(statement["Action"]) if action.startswith("s3:")}
 
 
 def test_the_deploy_examples_grant_exactly_the_s3_actions_a_crawl_uses(

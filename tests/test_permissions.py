@@ -14,7 +14,7 @@ record what each principal really calls:
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from crawler.settings import (
 from crawler.sim import OrgSpec, SimulatedOrganization
 from crawler.sim.org_report import entity_paths
 from crawler.sim.state import Request
-from tests.cloudformation import lint_problems, load_template
+from tests.cloudformation import as_list, lint_problems, load_template, policy_statements
 from tests.conftest import isolate_aws
 from tests.helpers import SIM_PROFILE, crawl_config, crawlable
 
@@ -55,20 +55,6 @@ WRITE_PREFIXES = ("Create", "Delete", "Put", "Update", "Attach", "Detach", "Tag"
 
 
 # -- CloudFormation templates ----------------------------------------------------------------
-def branches(value: Any) -> Iterator[Any]:
-    """Every value ``value`` can become: both sides of each ``Fn::If``, without ``AWS::NoValue``."""
-    if isinstance(value, dict) and set(value) == {"Fn::If"}:
-        for branch in value["Fn::If"][1:]:
-            yield from branches(branch)
-    elif value != {"Ref": "AWS::NoValue"}:
-        yield value
-
-
-def as_list(value: Any) -> list[Any]:
-    """A policy field that is one item or a list of items, as a list."""
-    return value if isinstance(value, list) else [value]
-
-
 @dataclass(frozen=True)
 class Grant:
     """One Allow statement of a role's permission policies."""
@@ -83,10 +69,9 @@ def role_grants(template: dict[str, Any]) -> list[Grant]:
     assert len(roles) == 1, "each template creates one role"
     grants = []
     for policy in roles[0]["Properties"]["Policies"]:
-        for listed in as_list(policy["PolicyDocument"]["Statement"]):
-            for statement in branches(listed):
-                assert statement["Effect"] == "Allow" and not {"NotAction", "NotResource"} & set(statement)
-                grants.append(Grant(tuple(as_list(statement["Action"])), tuple(as_list(statement["Resource"]))))
+        for statement in policy_statements(policy["PolicyDocument"]):
+            assert statement["Effect"] == "Allow" and not {"NotAction", "NotResource"} & set(statement)
+            grants.append(Grant(tuple(as_list(statement["Action"])), tuple(as_list(statement["Resource"]))))
     return grants
 
 
