@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date
 from pathlib import Path
@@ -15,7 +16,10 @@ from typing import Any
 from crawler import __version__
 from crawler.errors import CrawlerError
 
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: Exit codes (README "Exit codes"): 0 done; 1 published (or checked) with recorded failures or problems;
+#: 2 bad usage or configuration, or another run holds the snapshot; 3 failed, nothing was published;
+#: 130 interrupted.
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,6 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("access-crawler: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception:  # a bug: its traceback for the report, and an exit code no caller takes for success
+        traceback.print_exc()
+        print("access-crawler: internal error (a bug: please report it with the traceback above); nothing was "
+              "published", file=sys.stderr)
+        return EXIT_FATAL
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,8 +92,10 @@ def _add_accounts(commands: argparse._SubParsersAction) -> None:
 def _add_run(commands: argparse._SubParsersAction) -> None:
     run = _command(commands, "run", "crawl every selected account and publish a snapshot",
                    "Enter every selected account, run access-advisor jobs for its entities and publish one "
-                   "snapshot of every table under output.path. Exit code 0: complete; 1: completed with "
-                   "recorded failures; 2: bad config or usage; 130: interrupted.",
+                   "snapshot of every table under output.path. One run at a time writes a snapshot date: a run "
+                   "holds its lease, and a second run of the same date refuses (or waits, with --wait). Exit code "
+                   "0: complete; 1: published with recorded failures; 2: bad config or usage, or the snapshot is "
+                   "being written by another run; 3: failed, nothing published; 130: interrupted.",
                    "access-crawler run -c config/crawler.yaml --output ./access-data")
     _add_config_option(run)
     run.add_argument("--output", metavar="PATH", help="write here instead of output.path")
@@ -97,6 +108,12 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--run-id", type=_run_id, metavar="ID",
                      help="the run id (shards of one run pass the same one, e.g. the job runner's id; default for "
                           "shards: <date>-<N>-shards)")
+    run.add_argument("--wait", type=_wait_seconds, nargs="?", const=float("inf"), metavar="SECONDS",
+                     help="when another run is writing the same snapshot date, wait for it to finish (at most "
+                          "SECONDS, if given) instead of exiting with code 2")
+    run.add_argument("--allow-empty", action="store_true",
+                     help="publish an empty snapshot when the configuration selects no account (by default that "
+                          "is an error that publishes nothing)")
     run.set_defaults(handler=_run_run)
 
 
@@ -104,7 +121,8 @@ def _add_consolidate(commands: argparse._SubParsersAction) -> None:
     consolidate = _command(
         commands, "consolidate", "publish a sharded run whose shards are all done",
         "Publish the snapshot of a sharded run from what its shards staged, when every shard recorded itself done "
-        "but none published (the last one died first). Exit code 0: published; 2: shards missing or bad usage.",
+        "but none published (the last one died first). Exit code 0: published; 2: shards missing, the snapshot "
+        "being written by another run, or bad usage; 3: failed, nothing published.",
         "access-crawler consolidate s3://bucket/access-data --snapshot 2026-11-30")
     consolidate.add_argument("root", metavar="ROOT", help="the dataset root (a directory or a filesystem URI)")
     consolidate.add_argument("--snapshot", type=_date, metavar="DATE", required=True, help="snapshot date, YYYY-MM-DD")
@@ -218,7 +236,8 @@ def _run_run(args: argparse.Namespace) -> int:
 def _run_crawl(config: Any, progress: Any, stop: threading.Event, args: argparse.Namespace) -> Any:
     from crawler.scheduler import run_crawl
 
-    return run_crawl(config, progress=progress, stop=stop, resume=args.resume, run_id=args.run_id, shard=args.shard)
+    return run_crawl(config, progress=progress, stop=stop, resume=args.resume, run_id=args.run_id, shard=args.shard,
+                     wait=args.wait, allow_empty=args.allow_empty)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -420,6 +439,10 @@ def _session_seconds(text: str) -> int:
 
 def _days(text: str) -> int:
     return int(_number(text, int, 1, 400, "a number of days (1-400, access advisor's tracking period)"))
+
+
+def _wait_seconds(text: str) -> float:
+    return _number(text, float, 0, None, "a number of seconds >= 0")
 
 
 def _external_id(text: str) -> str:

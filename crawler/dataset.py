@@ -45,6 +45,7 @@ import pyarrow.fs as pafs
 
 from crawler import schema
 from crawler.errors import CrawlerError
+from crawler.lease import LEASES_DIR, LeaseStore
 from crawler.parquet import PartFile, PartWriter, StagedFileError, merge_sorted, rows_to_table, write_file
 from crawler.settings import OutputSettings
 
@@ -102,6 +103,21 @@ def open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
     return filesystem, path.rstrip("/")
 
 
+def check_writable(root: str) -> None:
+    """Create ``root`` and write and delete a probe file in it; DatasetError with the reason otherwise."""
+    filesystem, base = open_filesystem(root)
+    try:
+        if filesystem.get_file_info(base).type == pafs.FileType.File:
+            raise DatasetError(f"output path {root} is a file, not a directory")
+        filesystem.create_dir(base, recursive=True)
+        probe = f"{base}/.write-probe-{uuid.uuid4().hex}"
+        with filesystem.open_output_stream(probe, compression=None) as stream:
+            stream.write(b"access-crawler write probe\n")
+        filesystem.delete_file(probe)
+    except STORAGE_ERRORS as error:
+        raise DatasetError(f"output path {root} is not writable: {error}") from error
+
+
 class Dataset:
     """One run's view of the dataset under ``root``: it stages units, then publishes the snapshot."""
 
@@ -119,16 +135,7 @@ class Dataset:
 
     def check_writable(self) -> None:
         """Create the root and write and delete a probe file in it; DatasetError with the reason otherwise."""
-        try:
-            if self._fs.get_file_info(self._base).type == pafs.FileType.File:
-                raise DatasetError(f"output path {self.root} is a file, not a directory")
-            self._fs.create_dir(self._base, recursive=True)
-            probe = f"{self._base}/.write-probe-{uuid.uuid4().hex}"
-            with self._fs.open_output_stream(probe, compression=None) as stream:
-                stream.write(b"access-crawler write probe\n")
-            self._fs.delete_file(probe)
-        except STORAGE_ERRORS as error:
-            raise DatasetError(f"output path {self.root} is not writable: {error}") from error
+        check_writable(self.root)
 
     def stage(self, unit: str, tables: Mapping[str, Sequence[Mapping[str, Any]]],
               summary: Mapping[str, Any] | None = None) -> None:
@@ -429,15 +436,30 @@ def create_exclusively(filesystem: pafs.FileSystem, path: str, content: bytes) -
     raise OSError(errno.ENOTSUP, f"{filesystem.type_name} cannot create a file exclusively", path)
 
 
-def _put_if_absent(filesystem: pafs.FileSystem, path: str, content: bytes) -> bool:
+def s3_client_for(filesystem: pafs.FileSystem) -> Any:
+    """A boto3 S3 client with the endpoint, region and keys of pyarrow's S3 ``filesystem`` (the standard
+    credential chain when it was given none, as pyarrow's own): for the conditional writes pyarrow lacks."""
     options = filesystem.__reduce__()[1][0]  # how pyarrow pickles an S3FileSystem: its settings
     endpoint = options.get("endpoint_override") or None
     if endpoint and "://" not in endpoint:
         endpoint = f"{options.get('scheme') or 'https'}://{endpoint}"
-    client = boto3.session.Session().client(
+    return boto3.session.Session().client(
         "s3", region_name=options.get("region") or None, endpoint_url=endpoint,
         aws_access_key_id=options.get("access_key") or None, aws_secret_access_key=options.get("secret_key") or None,
         aws_session_token=options.get("session_token") or None)
+
+
+def lease_store(root: str, snapshot_date: date) -> LeaseStore:
+    """The lease object of ``snapshot_date`` under ``root`` (``_leases/<date>.json``)."""
+    filesystem, base = open_filesystem(root)
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        os.makedirs(f"{base}/{LEASES_DIR}", exist_ok=True)
+    return LeaseStore(filesystem, f"{base}/{LEASES_DIR}/{snapshot_date.isoformat()}.json",
+                      functools.partial(s3_client_for, filesystem))
+
+
+def _put_if_absent(filesystem: pafs.FileSystem, path: str, content: bytes) -> bool:
+    client = s3_client_for(filesystem)
     bucket, _, key = path.partition("/")
     for attempt in range(CONFLICT_ATTEMPTS):
         try:

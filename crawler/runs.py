@@ -5,19 +5,24 @@ stages each account as soon as it is done. If the process dies (crash, ``kill -9
 or is interrupted, the next run for the same snapshot date finds that run and resumes it:
 same run id, accounts already staged kept, the rest crawled. ``--resume`` also finds one of
 an earlier date (a crawl that crashed before midnight and is resumed after).
+
+A run plans under the lease of its snapshot date (:mod:`crawler.lease`), so it only ever
+resumes a run that no live process holds.
 """
 from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
 
 from crawler.config import config_digest
-from crawler.dataset import PUBLISHED, DatasetError, read_manifest, staged_run_date, unfinished_runs
+from crawler.dataset import PUBLISHED, DatasetError, lease_store, read_manifest, staged_run_date, unfinished_runs
 from crawler.errors import UsageError
+from crawler.lease import WHOLE_RUN, Lease, acquire_lease
 from crawler.settings import Config
 from crawler.shards import Shard, default_run_id
 
@@ -54,6 +59,8 @@ class RunPlan:
     snapshot_date: date
     started_at: datetime
     resumed: bool = False
+    #: What the plan decided that the log should say (an unfinished run resumed or ignored).
+    notes: tuple[str, ...] = ()
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -62,11 +69,45 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
+def lease_run(config: Config, resume: bool = False, run_id: str | None = None, shard: Shard | None = None,
+              wait: float | None = None, stop: threading.Event | None = None) -> tuple[RunPlan, Lease]:
+    """Take the lease of the run's snapshot date, then plan the run under it (see :func:`plan_run`).
+
+    Planning under the lease is what keeps a run from resuming another process's live run. The
+    date is planned once before the lease (to know which lease) and again under it; should they
+    differ (another run published meanwhile), the lease is given back and it starts over.
+    LeaseHeld when a live run holds the lease (after ``wait`` seconds, if given).
+    """
+    member = shard.name if shard is not None else WHOLE_RUN
+    for _ in range(PLAN_ATTEMPTS):
+        draft = plan_run(config, resume, run_id, shard=shard)
+        store = lease_store(config.output.path, draft.snapshot_date)
+        lease = acquire_lease(store, draft.snapshot_date, member, draft.run_id if shard else None, wait, stop)
+        try:
+            plan = plan_run(config, resume, run_id, shard=shard)
+            if plan.snapshot_date == draft.snapshot_date:
+                lease.bind(plan.run_id)
+                for note in plan.notes:
+                    log.warning("%s", note)
+                return plan, lease
+        except BaseException:
+            lease.release()
+            raise
+        lease.release()
+    raise UsageError(f"the snapshot to write under {config.output.path} kept changing while the run was planned: "
+                     "another run is publishing; try again")
+
+
+#: Times :func:`lease_run` plans again when the snapshot date changed under it.
+PLAN_ATTEMPTS = 3
+
+
 def plan_run(config: Config, resume: bool = False, run_id: str | None = None,
              now: datetime | None = None, shard: Shard | None = None) -> RunPlan:
     """Resume the newest unfinished run of the snapshot (of any date with ``resume``), or plan a new one.
 
-    An unfinished run started with a different configuration is never mixed with this one:
+    Only reads: call it under the snapshot's lease (:func:`lease_run`) before acting on it. An
+    unfinished run started with a different configuration is never mixed with this one:
     ``resume`` refuses it (UsageError), a plain run starts afresh and says so. A shard joins the
     run its shards share (``run_id``, or one named for the date and the shard count). A run id
     already published is never written again (UsageError).
@@ -84,21 +125,22 @@ def plan_run(config: Config, resume: bool = False, run_id: str | None = None,
         refuse_published(config.output.path, run_id)
     wanted = None if resume and config.output.snapshot_date is None else snapshot_date
     digest = config_digest(config)
+    notes: tuple[str, ...] = ()
     for previous in unfinished_runs(config.output.path, wanted)[:1]:
         if previous.get("config_digest") != digest:
             if resume:
                 raise UsageError(f"run {previous['run_id']} under {config.output.path} was started with a different "
                                  "configuration: resume it with that configuration, or run without --resume")
-            log.warning("ignoring unfinished run %s: it was started with a different configuration",
-                        previous["run_id"])
+            notes = (f"ignoring unfinished run {previous['run_id']}: it was started with a different configuration "
+                     f"(its staging stays until access-crawler prune {config.output.path} removes it)",)
             break
-        log.warning("resuming unfinished run %s of snapshot %s (started %s)", previous["run_id"],
-                    previous["snapshot_date"], previous.get("started_at"))
+        note = (f"resuming unfinished run {previous['run_id']} of snapshot {previous['snapshot_date']} "
+                f"(started {previous.get('started_at')})")
         return RunPlan(str(previous["run_id"]), date.fromisoformat(str(previous["snapshot_date"])),
-                       datetime.fromisoformat(str(previous["started_at"])), resumed=True)
+                       datetime.fromisoformat(str(previous["started_at"])), resumed=True, notes=(note,))
     if resume:
-        log.info("no unfinished run to resume under %s: starting a new run", config.output.path)
-    return RunPlan(run_id or new_run_id(now), snapshot_date, now)
+        notes = (*notes, f"no unfinished run to resume under {config.output.path}: starting a new run")
+    return RunPlan(run_id or new_run_id(now), snapshot_date, now, notes=notes)
 
 
 def refuse_published(root: str, run_id: str) -> None:

@@ -25,10 +25,13 @@ from crawler.dataset import (
     ClaimUnsupported,
     Dataset,
     DatasetError,
+    check_writable,
+    lease_store,
     sharded_runs,
 )
 from crawler.errors import Interrupted, UsageError
 from crawler.inventory import entities_of, get_authorization_details, select_entities
+from crawler.lease import Lease, acquire_lease
 from crawler.orgaccess import crawl_organizations_access
 from crawler.organizations import (
     Account,
@@ -41,7 +44,7 @@ from crawler.organizations import (
 from crawler.progress import Progress
 from crawler.ratelimit import RateBook, RateLimiter
 from crawler.rows import AccountResult, RunContext, account_tables
-from crawler.runs import AccountSummary, RunPlan, plan_run
+from crawler.runs import AccountSummary, RunPlan, lease_run
 from crawler.sessions import EnterAccountError, SessionFactory, error_code, error_message
 from crawler.settings import Config, OutputSettings
 from crawler.shards import (
@@ -88,14 +91,29 @@ class RunSummary:
 
 
 def run_crawl(config: Config, progress: Progress | None = None, stop: threading.Event | None = None,
-              run_id: str | None = None, resume: bool = False, shard: Shard | None = None) -> RunSummary:
+              run_id: str | None = None, resume: bool = False, shard: Shard | None = None,
+              wait: float | None = None, allow_empty: bool = False) -> RunSummary:
     """Crawl every selected account and publish one snapshot of every table (resuming an unfinished run).
 
-    With ``shard``, crawl that shard's share of the accounts into the run the shards share; the
-    shard that finishes last publishes the snapshot (the others return unpublished summaries).
+    The run holds the lease of its snapshot date throughout (LeaseHeld when a live run holds it;
+    ``wait`` seconds of waiting for it first, if given). With ``shard``, crawl that shard's share
+    of the accounts into the run the shards share; the shard that finishes last publishes the
+    snapshot (the others return unpublished summaries). A selection of no account is a
+    UsageError that publishes nothing, unless ``allow_empty``.
     """
     progress, stop = progress or Progress(), stop or threading.Event()
-    plan = plan_run(config, resume, run_id, shard=shard)
+    check_writable(config.output.path)
+    plan, lease = lease_run(config, resume, run_id, shard, wait, stop)
+    lease.start_heartbeat(on_lost=stop.set)
+    try:
+        return crawl_under_lease(config, plan, lease, progress, stop, shard, allow_empty)
+    finally:
+        lease.release()
+
+
+def crawl_under_lease(config: Config, plan: RunPlan, lease: Lease, progress: Progress, stop: threading.Event,
+                      shard: Shard | None, allow_empty: bool = False) -> RunSummary:
+    """The run planned under ``lease``: discover, crawl, stage, publish."""
     dataset = open_dataset(config, plan, shard)
     factory = SessionFactory(config.aws, config.assume_role, config.concurrency)
     identity = factory.caller_identity()
@@ -107,10 +125,14 @@ def run_crawl(config: Config, progress: Progress | None = None, stop: threading.
     log.info("run %s%s as %s", plan.run_id, f" (shard {shard})" if shard else "", identity.get("Arn"))
     try:
         discovery = discover(config, factory)
-    except DiscoveryError as error:
-        journal.write({**header, "status": "failed", "error": str(error)})
+        selected = select_accounts(discovery, config.organization)
+        if not selected and not allow_empty:
+            raise NoAccountSelected(f"the configuration selects none of the {len(discovery.accounts)} accounts "
+                                    "found: nothing was published (check organization.include, exclude and states, "
+                                    "or run with --allow-empty to publish an empty snapshot)")
+    except (DiscoveryError, NoAccountSelected) as error:
+        journal.write({**header, "status": FAILED_RUN, "error": str(error)})
         raise
-    selected = select_accounts(discovery, config.organization)
     accounts = shard.select(selected) if shard else selected
     reused = reusable_accounts(dataset, accounts, shard)
     log.info("run %s: %d of %d accounts selected%s (%d already staged); snapshot %s", plan.run_id, len(accounts),
@@ -131,18 +153,30 @@ def run_crawl(config: Config, progress: Progress | None = None, stop: threading.
     document = {**header, **_manifest(config.advisor.granularity, discovery.organization_id, summaries,
                                       dataset.staged_rows(RUN_UNIT).get("errors", 0)),
                 "resumed": plan.resumed}
+    if lease.lost:
+        journal.write({**document, "status": INTERRUPTED, "error": "lease lost"})
+        lease.confirm()  # raises LeaseLost
     if stop.is_set():
         journal.write({**document, "status": INTERRUPTED})
         staged = sum(1 for summary in summaries if summary.outcome != INTERRUPTED)
         raise Interrupted(f"run {plan.run_id} stopped: {staged} of {len(accounts)} accounts finished and staged, "
                           "nothing published; run again (or with --resume) to finish it")
     if shard is not None:
-        return finish_shard(dataset, shard, document, summaries, discovery.organization_id)
+        return finish_shard(dataset, shard, document, summaries, discovery.organization_id, lease)
+    lease.confirm()
     manifest = dataset.publish(document)
     log.info("run %s published: %s", plan.run_id, ", ".join(f"{name} {table['rows']}"
                                                              for name, table in manifest["tables"].items()))
     return RunSummary(plan.run_id, plan.snapshot_date, config.output.path, discovery.organization_id, manifest,
                       summaries, plan.resumed)
+
+
+class NoAccountSelected(UsageError):
+    """The configuration selects no account: a run publishes nothing rather than an empty snapshot."""
+
+
+#: The status of a run that stopped before crawling (discovery failed, no account selected).
+FAILED_RUN = "failed"
 
 
 def open_dataset(config: Config, plan: RunPlan, shard: Shard | None) -> Dataset:
@@ -197,7 +231,7 @@ class RunJournal:
 
 
 def finish_shard(dataset: Dataset, shard: Shard, document: dict[str, Any], summaries: list[AccountSummary],
-                 organization_id: str | None) -> RunSummary:
+                 organization_id: str | None, lease: Lease | None = None) -> RunSummary:
     """Record the shard done; publish the run if every shard is done and no other shard claimed it first."""
     RunJournal(dataset, shard).write({
         **document, "status": DONE, "account_ids": [summary.account_id for summary in summaries]})
@@ -221,6 +255,8 @@ def finish_shard(dataset: Dataset, shard: Shard, document: dict[str, Any], summa
     if not claimed:
         log.info("shard %s done; another shard is publishing run %s", shard, dataset.run_id)
         return summary
+    if lease is not None:
+        lease.confirm()
     manifest = publish_shards(dataset, records)
     log.info("run %s published by shard %s", dataset.run_id, shard)
     return replace(summary, manifest=manifest, published=True)
@@ -268,12 +304,16 @@ def consolidate(root: str, snapshot_date: date, run_id: str | None = None) -> di
     if waiting:
         raise UsageError(f"run {run_id}: shards {', '.join(map(str, waiting))} of {shard_count(records)} are not "
                          "done; run them (with the same --run-id) first")
-    with contextlib.suppress(ClaimUnsupported):  # consolidating is a person's decision: no claim needed
-        if not probe.claim(PUBLISH_CLAIM, {"consolidate": True, "claimed_at": datetime.now(timezone.utc)}):
-            log.warning("run %s: a shard claimed its publish but did not finish it; publishing it now", run_id)
-    output = {key: value for key, value in (records[0].get("output") or {}).items() if value is not None}
-    dataset = Dataset(root, snapshot_date, run_id, OutputSettings(path=root, **output))
-    return publish_shards(dataset, records)
+    lease = acquire_lease(lease_store(root, snapshot_date), snapshot_date)
+    try:
+        with contextlib.suppress(ClaimUnsupported):  # consolidating is a person's decision: no claim needed
+            if not probe.claim(PUBLISH_CLAIM, {"consolidate": True, "claimed_at": datetime.now(timezone.utc)}):
+                log.warning("run %s: a shard claimed its publish but did not finish it; publishing it now", run_id)
+        output = {key: value for key, value in (records[0].get("output") or {}).items() if value is not None}
+        dataset = Dataset(root, snapshot_date, run_id, OutputSettings(path=root, **output))
+        return publish_shards(dataset, records)
+    finally:
+        lease.release()
 
 
 def _only_sharded_run(root: str, snapshot_date: date) -> str:

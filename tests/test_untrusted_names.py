@@ -38,7 +38,7 @@ from tests.test_scheduler import SERVICE_COLUMNS, truth
 
 #: 13 members: the 12 hostile account names on ACTIVE accounts, the last member SUSPENDED.
 SPEC = OrgSpec(accounts=13, entities=12, seed=5, hostile_names=True)
-TOP_LEVEL = {*schema.TABLES, "runs", "_logs", "_staging"}
+TOP_LEVEL = {*schema.TABLES, "runs", "_logs", "_staging", "_leases"}
 PARTITION = re.compile(r"snapshot_date=(\d{4}-\d{2}-\d{2})")
 LOG_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}Z ")
 #: What a one-line display must not contain: control and format characters, line and paragraph separators.
@@ -247,6 +247,7 @@ def test_the_output_root_holds_only_the_expected_entries(hostile: HostileCrawl) 
             assert all(re.fullmatch(r"part-\d{5}\.parquet", name) for name in os.listdir(hostile.root / table /
                                                                                          partition))
     assert os.listdir(hostile.root / "runs") == [f"{hostile.summary.run_id}.json"]
+    assert os.listdir(hostile.root / "_leases") == [], "the run released its lease"
 
 
 # -- listing and logging ----------------------------------------------------------------------------------
