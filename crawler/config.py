@@ -401,7 +401,24 @@ def describe_config(config: Config) -> str:
     return header + body
 
 
+#: The settings that decide what a run writes, by section (None: the whole section). A run resumes
+#: (and shards join) only a run started with the same ones; concurrency, logging, credentials and
+#: the advisor's patience (timeouts, retries, polling, page size) may change between attempts.
+DATA_SETTINGS: dict[str, tuple[str, ...] | None] = {
+    "aws": ("partition",),
+    "organization": None,
+    "assume_role": ("role_name", "role_arn", "hub_role_arn"),
+    "entities": None,
+    "advisor": ("granularity", "entity_details", "policies_granting_access"),
+    "organizations_access": ("enabled", "per_policy"),
+    "output": None,
+}
+
+
 def config_digest(config: Config) -> str:
-    """SHA-256 (hex) of the resolved settings as canonical JSON; ``source`` is not part of it."""
-    canonical = json.dumps(settings_document(config), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """SHA-256 (hex) of the settings that decide what a run writes (:data:`DATA_SETTINGS`), as canonical JSON."""
+    document = settings_document(config)
+    relevant = {section: document[section] if keys is None else {key: document[section][key] for key in keys}
+                for section, keys in DATA_SETTINGS.items()}
+    canonical = json.dumps(relevant, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

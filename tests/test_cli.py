@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from crawler.cli import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, build_parser, main
+from crawler.cli import EXIT_FAILURES, EXIT_FATAL, EXIT_OK, EXIT_USAGE, build_parser, main
+from crawler.dataset import latest_manifest
 from crawler.shards import shard_of
 from crawler.sim import OrgSpec
 from tests.helpers import read_rows
@@ -120,6 +121,53 @@ def test_run_exit_codes_follow_the_outcome(crawl_org, tmp_path: Path, capsys: py
     out = capsys.readouterr().out
     assert "completed with recorded failures" in out and "accounts not complete" in out
     assert {row["outcome"] for row in read_rows(tmp_path / "partial", "accounts")} == {"ok", "failed"}
+
+
+def test_a_selection_of_no_account_publishes_nothing_unless_allowed(crawl_org, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    crawl_org(SPEC)
+    output = str(tmp_path / "out")
+    dated = FAST + "output: {snapshot_date: 2026-11-30}\n"
+    assert main(["run", "-c", str(write_config(tmp_path, dated)), "--output", output]) == EXIT_OK
+    populated = latest_manifest(output)
+    assert populated is not None and populated["accounts"]["selected"] == 3
+    capsys.readouterr()
+    nothing = write_config(tmp_path, dated + "organization:\n  include:\n    account_ids: ['000000000000']\n")
+
+    assert main(["run", "-c", str(nothing), "--output", output]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "selects none of the 4 accounts found: nothing was published" in err and "--allow-empty" in err
+    assert latest_manifest(output) == populated, "the populated snapshot stays published"
+    assert main(["verify", output]) == EXIT_OK
+
+    assert main(["run", "-c", str(nothing), "--output", output, "--allow-empty"]) == EXIT_OK
+    empty = latest_manifest(output)
+    assert empty is not None and empty["accounts"]["selected"] == 0 and empty["run_id"] != populated["run_id"]
+
+
+def test_a_run_that_cannot_start_exits_3_and_publishes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Distinct from 1 (published with recorded failures), so cron and job runners can tell the two apart."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    config = write_config(tmp_path, "concurrency: {max_attempts: 1, connect_timeout_seconds: 1}\n")
+
+    assert main(["run", "-c", str(config), "--output", str(tmp_path / "out")]) == EXIT_FATAL
+    err = capsys.readouterr().err
+    assert err.startswith("access-crawler: error:") and "Traceback" not in err
+    assert latest_manifest(str(tmp_path / "out")) is None
+
+
+def test_a_bug_exits_3_with_its_traceback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import crawler.config
+
+    def broken(_path: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(crawler.config, "load_config", broken)
+    assert main(["validate", "-c", str(tmp_path / "c.yaml")]) == EXIT_FATAL
+    err = capsys.readouterr().err
+    assert "ZeroDivisionError: a bug" in err and "internal error" in err
 
 
 def test_shards_run_from_the_command_line_and_the_last_publishes(crawl_org, tmp_path: Path,

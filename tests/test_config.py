@@ -458,12 +458,24 @@ def test_config_digest_is_stable_and_ignores_source_and_formatting(tmp_path: Pat
 
 
 @pytest.mark.parametrize("text", [
-    "concurrency: {accounts: 9}", "output: {path: other}", "organization: {states: [ACTIVE, SUSPENDED]}",
+    "output: {path: other}", "organization: {states: [ACTIVE, SUSPENDED]}", "output: {compression: snappy}",
     "entities: {aws_managed_policies: true}", "organization: {include: {tags: {env: null}}}",
-    "advisor: {job_timeout_seconds: 600.5}", "output: {snapshot_date: 2024-01-01}",
+    "advisor: {granularity: ACTION_LEVEL}", "output: {snapshot_date: 2024-01-01}", "aws: {partition: aws-cn}",
+    "assume_role: {role_name: Other}", "organizations_access: {enabled: true}",
+    "advisor: {policies_granting_access: true}",
 ])
-def test_config_digest_changes_when_a_setting_changes(text: str) -> None:
+def test_config_digest_changes_when_a_setting_of_the_data_changes(text: str) -> None:
     assert config_digest(parse_config(text)) != config_digest(Config())
+
+
+@pytest.mark.parametrize("text", [
+    "concurrency: {accounts: 9}", "logging: {level: DEBUG}", "advisor: {job_timeout_seconds: 600.5}",
+    "advisor: {poll_interval_seconds: 2, job_retries: 5, page_size: 100}", "aws: {profile: other, region: eu-west-1}",
+    "assume_role: {session_name: nightly, duration_seconds: 900}", "organizations_access: {reports_in_flight: 2}",
+])
+def test_config_digest_ignores_settings_that_do_not_change_the_data(text: str) -> None:
+    """A run stopped by a crash resumes after its concurrency or logging is changed, instead of crawling again."""
+    assert config_digest(parse_config(text)) == config_digest(Config())
 
 
 # -- robustness ---------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from crawler import analysis, schema
-from crawler.cli import EXIT_OK, EXIT_USAGE, build_parser, main
+from crawler.cli import EXIT_FATAL, EXIT_OK, EXIT_USAGE, build_parser, main
 from crawler.report import ReportResult, write_report
 from crawler.report.sheets import FORMULA_STARTS, neutralise
 from crawler.scheduler import run_crawl
@@ -362,7 +362,7 @@ def test_the_report_command_writes_each_format(reviewed: Reviewed, tmp_path: Pat
 
 @pytest.mark.parametrize("arguments, code, message", [
     (["--days", "0"], EXIT_USAGE, "1-400"), (["--days", "401"], EXIT_USAGE, "1-400"),
-    (["--snapshot", "2020-01-01"], 1, "no published snapshot 2020-01-01"),
+    (["--snapshot", "2020-01-01"], EXIT_FATAL, "no published snapshot 2020-01-01"),
     (["--format", "pdf"], EXIT_USAGE, "invalid choice"),
 ])
 def test_the_report_command_rejects_bad_arguments(reviewed: Reviewed, tmp_path: Path,
@@ -382,8 +382,8 @@ def test_the_report_command_explains_an_unwritable_output(reviewed: Reviewed, tm
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     existing = tmp_path / "review.csv"
     existing.write_text("keep me", encoding="utf-8")
-    assert main(["report", str(reviewed.root), "--format", "csv", "--out", str(existing)]) == 1
-    assert main(["report", str(reviewed.root), "--out", str(tmp_path)]) == 1
+    assert main(["report", str(reviewed.root), "--format", "csv", "--out", str(existing)]) == EXIT_FATAL
+    assert main(["report", str(reviewed.root), "--out", str(tmp_path)]) == EXIT_FATAL
     err = capsys.readouterr().err
     assert "is a file" in err and "Is a directory" in err and "Traceback" not in err
     assert existing.read_text(encoding="utf-8") == "keep me" and os.listdir(tmp_path) == ["review.csv"]
