@@ -47,6 +47,7 @@ from crawler import schema
 from crawler.errors import CrawlerError
 from crawler.lease import LEASES_DIR, LeaseStore
 from crawler.parquet import PartFile, PartWriter, StagedFileError, merge_sorted, rows_to_table, write_file
+from crawler.run_rows import SUPERSEDED, crawl_runs_rows
 from crawler.settings import OutputSettings
 
 LOG = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ UNIT_PATTERN = re.compile(r"[0-9]{12}|_run")
 #: The unit of rows that belong to the run rather than to one account.
 RUN_UNIT = "_run"
 STAGING_DIR = "_staging"
+CRAWL_RUNS = "crawl_runs"
 RUNS_DIR = "runs"
 DONE_MARKER = "DONE"
 #: Inside a run's staging directory: the records of the shards that write it.
@@ -145,6 +147,8 @@ class Dataset:
         DatasetError when the files cannot be written.
         """
         unit_dir = self._unit_dir(validate_unit(unit))
+        if run_tables := sorted(set(tables) & schema.RUN_TABLES):
+            raise ValueError(f"{', '.join(run_tables)} is written when the snapshot is published, not staged")
         arrow_tables = {table: rows_to_table(table, rows) for table, rows in tables.items()}
         try:
             self._delete_dir(unit_dir)
@@ -188,25 +192,99 @@ class Dataset:
         except STORAGE_ERRORS as error:
             raise DatasetError(f"cannot remove staged unit {unit}: {error}") from error
 
-    def publish(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    def publish(self, manifest: Mapping[str, Any],
+                expected: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
         """Consolidate every table from the staged units, replace the snapshot's partitions, write the manifest.
 
-        Returns the manifest as written to ``runs/<run_id>.json`` (dates as ISO text): ``manifest``
-        merged with run_id, snapshot_date, status "published", tables (rows and files) and published_at.
+        ``expected`` is what the run believes it staged (rows per table of each unit): when the
+        staged units differ from it, DatasetError and nothing is published. ``crawl_runs`` gets a
+        row for this run and one for every other run of the date; manifests that had published the
+        date are marked superseded once the new one is written. Returns the manifest as written to
+        ``runs/<run_id>.json`` (dates as ISO text): ``manifest`` merged with run_id, snapshot_date,
+        status "published", tables (rows and files) and published_at.
         """
         units = sorted(self.staged_units())
+        if expected is not None:
+            self._check_staged(units, expected)
+        document = {**manifest, **self._manifest_fields(), "status": PUBLISHED,
+                    "published_at": datetime.now(UTC).isoformat(timespec="microseconds")}
+        others = self._other_manifests()
         try:
-            parts = self._exchange_partitions(units) if self._local else self._write_partitions(units)
+            parts = self._build_partitions(units, document, others)
         except STORAGE_ERRORS as error:
             raise DatasetError(f"cannot publish snapshot {self.snapshot_date} of run {self.run_id}: {error}") \
                 from error
-        document = {**manifest, **self._manifest_fields(), "status": PUBLISHED, "tables": self._tables_entry(parts),
-                    "published_at": datetime.now(UTC).isoformat(timespec="microseconds")}
-        written = self._write_manifest(document)
+        written = self._write_manifest({**document, "tables": self._tables_entry(parts)})
+        self._supersede(others)
         if not self._local:
             self._delete_superseded(parts)
         self._remove_staging()
         return written
+
+    def _check_staged(self, units: Sequence[str], expected: Mapping[str, Mapping[str, int]]) -> None:
+        """DatasetError unless the staged units, and their rows, are exactly what the run believes it staged."""
+        missing, unexpected = sorted(set(expected) - set(units)), sorted(set(units) - set(expected))
+        changed = sorted(unit for unit in set(units) & set(expected)
+                         if {table: rows for table, rows in self.staged_rows(unit).items() if rows}
+                         != {table: rows for table, rows in expected[unit].items() if rows})
+        if missing or unexpected or changed:
+            detail = "; ".join(f"{what}: {', '.join(found)}" for what, found in (
+                ("not staged", missing), ("staged by no one in this run", unexpected),
+                ("staged with other rows", changed)) if found)
+            raise DatasetError(f"run {self.run_id} will not publish snapshot {self.snapshot_date}: its staging "
+                               f"does not hold what the run staged ({detail}); was another process writing it?")
+
+    def _build_partitions(self, units: Sequence[str], document: Mapping[str, Any],
+                          others: Sequence[Mapping[str, Any]]) -> dict[str, list[PartFile]]:
+        """Every table's files: built aside and exchanged into place (local), or written beside the
+        published files under names of this run (object storage)."""
+        build_dir = f"{self._run_dir}/{BUILD_DIR}"
+        if self._local:
+            self._delete_dir(build_dir)  # left over by a publish that failed
+        prefix = "part-" if self._local else f"part-{self.run_id}-"
+
+        def directory(table: str) -> str:
+            return f"{build_dir}/{table}" if self._local else self._partition_dir(table)
+
+        parts = {table: self._consolidate(table, units, directory(table), prefix) for table in schema.STAGED_TABLES}
+        table_rows = {table: sum(part.rows for part in files) for table, files in parts.items()}
+        runs = crawl_runs_rows(document, table_rows, others)
+        parts[CRAWL_RUNS] = self._write_rows(CRAWL_RUNS, runs, directory(CRAWL_RUNS), prefix)
+        if self._local:
+            for table in schema.TABLES:
+                self._replace_partition(table, f"{build_dir}/{table}")
+        return parts
+
+    def _write_rows(self, table: str, rows: Sequence[Mapping[str, Any]], directory: str,
+                    prefix: str) -> list[PartFile]:
+        self._fs.create_dir(directory, recursive=True)
+        writer = PartWriter(self._fs, directory, table, self.settings, prefix)
+        try:
+            writer.write(rows_to_table(table, rows))
+            return writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def _other_manifests(self) -> list[dict[str, Any]]:
+        """The manifests of this snapshot date's other runs (the crawl_runs rows beside this run's)."""
+        day = self.snapshot_date.isoformat()
+        return sorted((document for document in _all_manifests(self._fs, self._base, self.root)
+                       if document.get("snapshot_date") == day and document.get("run_id") != self.run_id),
+                      key=lambda document: str(document.get("started_at", "")))
+
+    def _supersede(self, others: Sequence[Mapping[str, Any]]) -> None:
+        """Mark the manifests that had published this date superseded by this run (after its own is written)."""
+        now = datetime.now(UTC).isoformat(timespec="microseconds")
+        for document in others:
+            if document.get("status") != PUBLISHED or not RUN_ID_PATTERN.fullmatch(str(document.get("run_id"))):
+                continue
+            try:
+                self._write_json(f"{self._base}/{RUNS_DIR}/{document['run_id']}.json",
+                                 {**document, "status": SUPERSEDED, "superseded_by": self.run_id,
+                                  "superseded_at": now})
+            except STORAGE_ERRORS as error:  # the new manifest is the newer published one: readers still agree
+                LOG.warning("could not mark run %s superseded: %s", document["run_id"], error)
 
     def claim(self, name: str, document: Mapping[str, Any]) -> bool:
         """Create ``name`` in the run's staging directory if no one has: True for the one caller that did.
@@ -276,20 +354,6 @@ class Dataset:
 
     def _partition_dir(self, table: str) -> str:
         return f"{self._base}/{table}/{schema.PARTITION_COLUMN}={self.snapshot_date.isoformat()}"
-
-    def _exchange_partitions(self, units: Sequence[str]) -> dict[str, list[PartFile]]:
-        """Build every table's partition aside, then put each one in place of the published one."""
-        build_dir = f"{self._run_dir}/{BUILD_DIR}"
-        self._delete_dir(build_dir)  # left over by a publish that failed
-        parts = {table: self._consolidate(table, units, f"{build_dir}/{table}") for table in schema.TABLES}
-        for table in schema.TABLES:
-            self._replace_partition(table, f"{build_dir}/{table}")
-        return parts
-
-    def _write_partitions(self, units: Sequence[str]) -> dict[str, list[PartFile]]:
-        """Write every table's files into its partition, named for this run, beside the published files."""
-        return {table: self._consolidate(table, units, self._partition_dir(table), f"part-{self.run_id}-")
-                for table in schema.TABLES}
 
     def _delete_superseded(self, parts: Mapping[str, list[PartFile]]) -> None:
         """Delete from the partitions every file the new manifest does not name: the replaced run's, a failed
@@ -527,7 +591,7 @@ def unfinished_runs(root: str, snapshot_date: date | None = None) -> list[dict[s
     manifests = _all_manifests(filesystem, base, root)
     published: dict[str, str] = {}
     for document in manifests:
-        if document.get("status") == PUBLISHED:
+        if document.get("status") in (PUBLISHED, SUPERSEDED):
             day = str(document.get("snapshot_date"))
             published[day] = max(published.get(day, ""), str(document.get("started_at", "")))
     unfinished = []

@@ -23,6 +23,7 @@ from crawler.config import config_digest
 from crawler.dataset import PUBLISHED, DatasetError, lease_store, read_manifest, staged_run_date, unfinished_runs
 from crawler.errors import UsageError
 from crawler.lease import WHOLE_RUN, Lease, acquire_lease
+from crawler.run_rows import SUPERSEDED
 from crawler.settings import Config
 from crawler.shards import Shard, default_run_id
 
@@ -149,6 +150,6 @@ def refuse_published(root: str, run_id: str) -> None:
         status = read_manifest(root, run_id).get("status")
     except DatasetError:
         return  # no manifest (or none readable): the run never published
-    if status == PUBLISHED:
+    if status in (PUBLISHED, SUPERSEDED):
         raise UsageError(f"run {run_id} under {root} is already published: crawl again under another run id "
                          "(--run-id)")

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
@@ -151,7 +152,7 @@ def crawl_under_lease(config: Config, plan: RunPlan, lease: Lease, progress: Pro
                            "to resume") from error
     summaries = sorted([*reused.values(), *crawled], key=lambda summary: summary.account_id)
     document = {**header, **_manifest(config.advisor.granularity, discovery.organization_id, summaries,
-                                      dataset.staged_rows(RUN_UNIT).get("errors", 0)),
+                                      dataset.staged_rows(RUN_UNIT)),
                 "resumed": plan.resumed}
     if lease.lost:
         journal.write({**document, "status": INTERRUPTED, "error": "lease lost"})
@@ -164,7 +165,7 @@ def crawl_under_lease(config: Config, plan: RunPlan, lease: Lease, progress: Pro
     if shard is not None:
         return finish_shard(dataset, shard, document, summaries, discovery.organization_id, lease)
     lease.confirm()
-    manifest = dataset.publish(document)
+    manifest = dataset.publish(document, staged_by(summaries, dataset, with_view))
     log.info("run %s published: %s", plan.run_id, ", ".join(f"{name} {table['rows']}"
                                                              for name, table in manifest["tables"].items()))
     return RunSummary(plan.run_id, plan.snapshot_date, config.output.path, discovery.organization_id, manifest,
@@ -282,11 +283,19 @@ def publish_shards(dataset: Dataset, records: list[dict[str, Any]]) -> dict[str,
                                                "partition")}
     header["caller_arn"] = sorted({str(record.get("caller_arn")) for record in records})
     document = {**header, **_manifest(str(first.get("granularity")), first.get("organization_id"), summaries,
-                              dataset.staged_rows(RUN_UNIT).get("errors", 0)),
+                              dataset.staged_rows(RUN_UNIT)),
                 "resumed": any(record.get("resumed") for record in records),
                 "shards": [{key: record.get(key) for key in ("shard", "caller_arn", "started_at", "finished_at")}
                            | {"accounts": len(record.get("account_ids") or ())} for record in records]}
-    return dataset.publish(document)
+    return dataset.publish(document, staged_by(summaries, dataset, dataset.is_staged(RUN_UNIT)))
+
+
+def staged_by(summaries: list[AccountSummary], dataset: Dataset, with_run_unit: bool) -> dict[str, dict[str, int]]:
+    """What a run staged, unit by unit (its accounts' summaries, and the run's own unit when it has one)."""
+    staged = {summary.account_id: dict(summary.rows) for summary in summaries}
+    if with_run_unit:
+        staged[RUN_UNIT] = dataset.staged_rows(RUN_UNIT)
+    return staged
 
 
 def consolidate(root: str, snapshot_date: date, run_id: str | None = None) -> dict[str, Any]:
@@ -464,9 +473,12 @@ def _crawl(config: Config, factory: SessionFactory, account: Account, started: d
 
 
 def _manifest(granularity: str, organization_id: str | None, summaries: list[AccountSummary],
-              run_errors: int = 0) -> dict[str, Any]:
+              run_rows: Mapping[str, int] | None = None) -> dict[str, Any]:
     """The manifest's account of the crawl: outcomes per account and entity, recorded errors."""
     outcomes = Counter(summary.outcome for summary in summaries)
+    staged_rows: Counter[str] = Counter(run_rows)
+    for summary in summaries:
+        staged_rows.update(summary.rows)
     entities: Counter[str] = Counter()
     for summary in summaries:
         entities.update(summary.entities)
@@ -478,5 +490,6 @@ def _manifest(granularity: str, organization_id: str | None, summaries: list[Acc
                      "failed_ids": [summary.account_id for summary in summaries if summary.outcome != "ok"]},
         "entities": dict(sorted(entities.items())),
         "entities_missing": entities.get(FAILED, 0) + entities.get(TIMED_OUT, 0) + entities.get("skipped", 0),
-        "errors": run_errors + sum(summary.rows.get("errors", 0) for summary in summaries),
+        "errors": (run_rows or {}).get("errors", 0) + sum(summary.rows.get("errors", 0) for summary in summaries),
+        "staged_rows": dict(sorted(staged_rows.items())),
     }

@@ -185,6 +185,37 @@ ORGANIZATIONS_ACCESS = _schema(
     _field("job_created_at", TIMESTAMP, "When the report was generated (JobCreationDate)."),
 )
 
+_COUNT = pa.int32()
+CRAWL_RUNS = _schema(
+    "One row per run of the snapshot date, published with each snapshot: the run whose rows the snapshot holds "
+    "(status published) and the earlier runs of that date (superseded, or never published). Join a table's "
+    "run_id to crawl_runs where status = 'published' to read only the published run's rows.",
+    _RUN,
+    _field("status", pa.string(),
+           "published (the run this snapshot holds), superseded (published before, replaced by superseded_by), "
+           "running, interrupted or failed (never published).", nullable=False),
+    _field("superseded_by", pa.string(), "The run that published this date again after this one."),
+    _field("started_at", TIMESTAMP, "When the run started (its first attempt)."),
+    _field("finished_at", TIMESTAMP, "When the run finished crawling."),
+    _field("published_at", TIMESTAMP, "When the run published the snapshot (null if it never did)."),
+    _field("config_digest", pa.string(), "SHA-256 of the settings that decide the data (see the README)."),
+    _field("tool_version", pa.string(), "access-crawler version that ran it."),
+    _ORG,
+    _field("granularity", pa.string(), "SERVICE_LEVEL or ACTION_LEVEL."),
+    _field("resumed", pa.bool_(), "True when the run finished an earlier, unfinished attempt of itself."),
+    _field("shards", _COUNT, "Number of shards the run was split into; null for an unsharded run."),
+    _field("accounts_selected", _COUNT, "Accounts the run selected."),
+    _field("accounts_ok", _COUNT, "Accounts crawled completely."),
+    _field("accounts_failed", _COUNT, "Accounts that failed (see the accounts and errors tables)."),
+    _field("accounts_skipped", _COUNT, "Accounts skipped."),
+    _field("entities", _COUNT, "Entities inventoried, every job outcome."),
+    _field("entities_missing", _COUNT, "Entities without access data (failed, timed out or skipped jobs)."),
+    _field("errors", pa.int64(), "Rows of the errors table the run recorded."),
+    _field("table_rows", pa.list_(pa.struct([pa.field("table", pa.string(), nullable=False),
+                                             pa.field("rows", pa.int64(), nullable=False)])),
+           "Rows the run published in each table (crawl_runs itself excluded)."),
+)
+
 #: Every table, by its directory name under the output root.
 TABLES: dict[str, pa.Schema] = {
     "service_last_accessed": SERVICE_LAST_ACCESSED,
@@ -195,10 +226,16 @@ TABLES: dict[str, pa.Schema] = {
     "entity_service_access": ENTITY_SERVICE_ACCESS,
     "policies_granting_access": POLICIES_GRANTING_ACCESS,
     "organizations_access": ORGANIZATIONS_ACCESS,
+    "crawl_runs": CRAWL_RUNS,
 }
 
+#: Tables written from the run manifests when a snapshot is published, not staged by units.
+RUN_TABLES = frozenset({"crawl_runs"})
+#: Tables staged by the units of a run (accounts, the run's own unit).
+STAGED_TABLES = tuple(table for table in TABLES if table not in RUN_TABLES)
+
 #: Tables added after the first release: a manifest written before one existed does not list it.
-LATER_TABLES = frozenset({"organizations_access"})
+LATER_TABLES = frozenset({"organizations_access", "crawl_runs"})
 
 #: Sort order of the consolidated files (columns absent from a table are skipped).
 SORT_KEYS = ("account_id", "entity_arn", "target_path", "policy_id", "service_namespace", "action_name",
@@ -207,5 +244,7 @@ SORT_KEYS = ("account_id", "entity_arn", "target_path", "policy_id", "service_na
 
 def sort_keys(table: str) -> list[str]:
     """The columns a table's consolidated files are sorted by."""
+    if table in RUN_TABLES:
+        return ["started_at", "run_id"]
     names = set(TABLES[table].names)
     return [key for key in SORT_KEYS if key in names]

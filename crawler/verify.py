@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -30,8 +31,9 @@ CORRUPT = "corrupt"
 ROWS = "rows"
 SCHEMA = "schema"
 MANIFEST = "manifest"
+SUMMARY = "summary"
 #: Every kind of problem, in the order of the docs.
-KINDS = (MISSING, EXTRA, CORRUPT, ROWS, SCHEMA, MANIFEST)
+KINDS = (MISSING, EXTRA, CORRUPT, ROWS, SCHEMA, MANIFEST, SUMMARY)
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 #: Hex digits of a SHA-256 shown in a problem's detail.
 SHORT_DIGEST = 16
@@ -46,8 +48,10 @@ class Problem:
     ``kind`` is one of :data:`KINDS`: ``missing`` (in the manifest, not on disk), ``extra`` (on disk in
     a partition of the snapshot, not in the manifest), ``corrupt`` (size or SHA-256 differs, or not
     readable as Parquet), ``rows`` (the file's Parquet metadata has another row count), ``schema``
-    (another schema than the table's) or ``manifest`` (no published manifest, or an unreadable or
-    incomplete one). ``path`` is relative to the root (a data file, a partition or a manifest).
+    (another schema than the table's), ``manifest`` (no published manifest, or an unreadable or
+    incomplete one) or ``summary`` (the tables disagree with the manifest's own account of the run:
+    accounts by outcome, entities by job outcome, errors, rows staged per table, its crawl_runs
+    row). ``path`` is relative to the root (a data file, a partition or a manifest).
     """
 
     kind: str
@@ -97,6 +101,9 @@ def verify_snapshot(root: str, snapshot_date: date | None = None) -> VerifyRepor
             problems.extend(_check_file(filesystem, base, table, entry))
     named = {entry.path for files in entries.values() for entry in files}
     problems.extend(_extra_files(filesystem, base, published_date, named))
+    if not problems:  # the files are what the manifest says: do they hold what the run says it crawled?
+        problems.extend(Problem(SUMMARY, manifest_path, detail)
+                        for detail in summary_disagreements(filesystem, base, document, entries))
     files_checked = sum(len(files) for files in entries.values())
     return VerifyReport(root, published_date, run_id, rows, files_checked, tuple(problems))
 
@@ -332,3 +339,55 @@ def _extra_files(filesystem: pafs.FileSystem, base: str, snapshot_date: date, na
         on_disk = sorted(info.path.removeprefix(f"{base}/") for info in listing if info.type == pafs.FileType.File)
         problems.extend(Problem(EXTRA, path, "not in the manifest") for path in on_disk if path not in named)
     return problems
+
+
+def summary_disagreements(filesystem: pafs.FileSystem, base: str, document: Mapping[str, Any],
+                          entries: Mapping[str, list[PartFile]]) -> list[str]:
+    """Where the published tables disagree with the manifest's summary of its run (nothing when they agree).
+
+    The manifest counts accounts by outcome, entities by job outcome and errors from what each
+    account staged; the tables must hold exactly that, so a snapshot that lost accounts (two
+    processes in one staging directory, say) can never verify OK.
+    """
+    def column(table: str, name: str) -> list[Any]:
+        return [value for entry in entries.get(table, ()) for value in
+                pq.read_table(f"{base}/{entry.path}", columns=[name], filesystem=filesystem).column(name).to_pylist()]
+
+    found: list[str] = []
+    accounts = document.get("accounts")
+    if isinstance(accounts, dict) and "accounts" in entries:
+        outcomes = Counter(column("accounts", "outcome"))
+        counted = {"selected": sum(outcomes.values()), **{key: outcomes.get(key, 0) for key in ("ok", "failed",
+                                                                                               "skipped")}}
+        found.extend(f"accounts.{key} is {accounts.get(key)!r} but the accounts table holds {count:,}"
+                     for key, count in counted.items() if key in accounts and accounts.get(key) != count)
+    entities = document.get("entities")
+    if isinstance(entities, dict) and "entities" in entries:
+        outcomes = Counter(column("entities", "job_outcome"))
+        if outcomes != Counter({str(key): value for key, value in entities.items() if value}):
+            found.append(f"entities is {dict(sorted(entities.items()))} but the entities table holds "
+                         f"{dict(sorted(outcomes.items()))}")
+    published_rows = {table: sum(entry.rows for entry in files) for table, files in entries.items()}
+    if _is_count(document.get("errors")) and "errors" in entries and document["errors"] != published_rows["errors"]:
+        found.append(f"errors is {document['errors']:,} but the errors table holds {published_rows['errors']:,}")
+    staged = document.get("staged_rows")
+    if isinstance(staged, dict):
+        found.extend(f"staged_rows.{table} is {staged.get(table, 0)!r} but the table holds {rows:,}"
+                     for table, rows in sorted(published_rows.items())
+                     if table not in schema.RUN_TABLES and staged.get(table, 0) != rows)
+    if "crawl_runs" in entries:
+        found.extend(_run_row_disagreements(column, document, published_rows))
+    return found
+
+
+def _run_row_disagreements(column: Any, document: Mapping[str, Any], published_rows: Mapping[str, int]) -> list[str]:
+    """Whether crawl_runs names this run, and only this run, as published, with the rows it published."""
+    runs = list(zip(column("crawl_runs", "run_id"), column("crawl_runs", "status"), column("crawl_runs", "table_rows"),
+                    strict=True))
+    published = [(run_id, rows) for run_id, status, rows in runs if status == PUBLISHED]
+    if [run_id for run_id, _ in published] != [document.get("run_id")]:
+        return [f"crawl_runs names {[run_id for run_id, _ in published]} as published, not "
+                f"[{document.get('run_id')!r}]"]
+    recorded = {item["table"]: item["rows"] for item in published[0][1] or ()}
+    expected = {table: rows for table, rows in published_rows.items() if table not in schema.RUN_TABLES}
+    return [] if recorded == expected else [f"crawl_runs records the rows {recorded} but the tables hold {expected}"]

@@ -25,7 +25,7 @@ PARTITION_FIELD = schema.PARTITION_FIELD
 #: First date Athena's partition projection considers (dates without data are simply empty).
 PROJECTION_START = "2024-01-01"
 #: The scalar Arrow types the dataset uses, in the order of every dialect's ``_scalars`` call.
-SCALAR_TYPES = (pa.string(), pa.int32(), pa.bool_(), pa.date32(), schema.TIMESTAMP)
+SCALAR_TYPES = (pa.string(), pa.int32(), pa.int64(), pa.bool_(), pa.date32(), schema.TIMESTAMP)
 
 
 class UnsupportedTypeError(TypeError):
@@ -45,22 +45,22 @@ def _scalars(*names: str) -> dict[pa.DataType, str]:
     return dict(zip(SCALAR_TYPES, names, strict=True))
 
 
-ATHENA = TypeNames(_scalars("string", "int", "boolean", "date", "timestamp"),
+ATHENA = TypeNames(_scalars("string", "int", "bigint", "boolean", "date", "timestamp"),
                    lambda element: f"array<{element}>",
                    lambda fields: "struct<" + ",".join(f"{name}:{kind}" for name, kind in fields) + ">")
 # TIMESTAMP_LTZ, not TIMESTAMP_TZ: a Parquet timestamp with isAdjustedToUTC=true is an instant without
 # an offset of its own. LTZ stores exactly that (UTC inside, shown in the session's TIMEZONE); TZ would
 # attach whichever offset the querying session has, as if the data carried it. (6): microseconds.
-SNOWFLAKE = TypeNames(_scalars("VARCHAR", "NUMBER(10, 0)", "BOOLEAN", "DATE", "TIMESTAMP_LTZ(6)"),
+SNOWFLAKE = TypeNames(_scalars("VARCHAR", "NUMBER(10, 0)", "NUMBER(19, 0)", "BOOLEAN", "DATE", "TIMESTAMP_LTZ(6)"),
                       lambda element: "ARRAY", lambda fields: "OBJECT")
-BIGQUERY = TypeNames(_scalars("STRING", "INT64", "BOOL", "DATE", "TIMESTAMP"),
+BIGQUERY = TypeNames(_scalars("STRING", "INT64", "INT64", "BOOL", "DATE", "TIMESTAMP"),
                      lambda element: f"ARRAY<{element}>",
                      lambda fields: "STRUCT<" + ", ".join(f"`{name}` {kind}" for name, kind in fields) + ">")
-SPARK = TypeNames(_scalars("STRING", "INT", "BOOLEAN", "DATE", "TIMESTAMP"),
+SPARK = TypeNames(_scalars("STRING", "INT", "BIGINT", "BOOLEAN", "DATE", "TIMESTAMP"),
                   lambda element: f"ARRAY<{element}>",
                   lambda fields: "STRUCT<" + ", ".join(f"`{name}`: {kind}" for name, kind in fields) + ">")
 #: Not a DDL dialect: what DuckDB reports when it reads the files (docs/schema.md; checked by the tests).
-DUCKDB = TypeNames(_scalars("VARCHAR", "INTEGER", "BOOLEAN", "DATE", "TIMESTAMP WITH TIME ZONE"),
+DUCKDB = TypeNames(_scalars("VARCHAR", "INTEGER", "BIGINT", "BOOLEAN", "DATE", "TIMESTAMP WITH TIME ZONE"),
                    lambda element: f"{element}[]",
                    lambda fields: "STRUCT(" + ", ".join(f'"{name}" {kind}' for name, kind in fields) + ")")
 

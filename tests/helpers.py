@@ -48,7 +48,8 @@ def project(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[tuple[
 
 
 #: Columns that differ between two crawls of the same organization: which run and job, and when.
-RUN_COLUMNS = ("run_id", "collected_at", "job_id", "job_created_at", "started_at", "finished_at", "occurred_at")
+RUN_COLUMNS = ("run_id", "collected_at", "job_id", "job_created_at", "started_at", "finished_at", "occurred_at",
+               "published_at", "superseded_by", "resumed", "config_digest", "shards")
 
 
 def published_tables(root: str) -> dict[str, list[dict[str, Any]]]:

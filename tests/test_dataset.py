@@ -65,7 +65,7 @@ def unit_rows(account_id: str) -> dict[str, list[ROW]]:
     """Rows of every table for one account: one account row, three rows elsewhere (one with nulls)."""
     return {table: [make_row(table, account_id, index, nulls=index == 2)
                     for index in range(1 if table == "accounts" else 3)]
-            for table in schema.TABLES}
+            for table in schema.STAGED_TABLES}
 
 
 def sort_key(row: Mapping[str, Any], table: str) -> tuple[tuple[bool, Any], ...]:
@@ -105,7 +105,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     root = tmp_path_factory.mktemp("published")
     dataset = new_dataset(root)
     dataset.check_writable()
-    expected: dict[str, list[ROW]] = {table: [] for table in schema.TABLES}
+    expected: dict[str, list[ROW]] = {table: [] for table in schema.STAGED_TABLES}
     for account_id in reversed(ACCOUNTS):
         for table, rows in unit_rows(account_id).items():
             expected[table].extend(rows)
@@ -130,7 +130,7 @@ def normalize(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-@pytest.mark.parametrize("table", schema.TABLES)
+@pytest.mark.parametrize("table", schema.STAGED_TABLES)
 def test_round_trip_with_pyarrow_dataset(published: tuple[Path, dict[str, list[ROW]], Any], table: str) -> None:
     root, expected, _ = published
     read = pads.dataset(root / table, partitioning="hive").to_table()
@@ -144,7 +144,7 @@ def test_round_trip_with_pyarrow_dataset(published: tuple[Path, dict[str, list[R
         assert {row["account_id"] for row in rows} - {None} == set(ACCOUNTS)
 
 
-@pytest.mark.parametrize("table", schema.TABLES)
+@pytest.mark.parametrize("table", schema.STAGED_TABLES)
 def test_round_trip_with_pandas(published: tuple[Path, dict[str, list[ROW]], Any], table: str) -> None:
     root, expected, _ = published
     frame = pd.read_parquet(root / table)
@@ -159,7 +159,7 @@ def test_round_trip_with_pandas(published: tuple[Path, dict[str, list[ROW]], Any
         assert set(frame["account_id"].dropna()) == set(ACCOUNTS)
 
 
-@pytest.mark.parametrize("table", schema.TABLES)
+@pytest.mark.parametrize("table", schema.STAGED_TABLES)
 def test_round_trip_with_duckdb(published: tuple[Path, dict[str, list[ROW]], Any], table: str) -> None:
     root, expected, _ = published
     query = f"SELECT * FROM read_parquet('{root}/{table}/**/*.parquet', hive_partitioning=true)"
@@ -174,7 +174,7 @@ def test_round_trip_with_duckdb(published: tuple[Path, dict[str, list[ROW]], Any
             assert kind.unit == "us" and kind.tz is not None
 
 
-@pytest.mark.parametrize("table", schema.TABLES)
+@pytest.mark.parametrize("table", schema.STAGED_TABLES)
 @pytest.mark.parametrize("content", ["full", "empty", "all_null"])
 def test_published_files_have_the_table_schema(tmp_path: Path, table: str, content: str) -> None:
     dataset = new_dataset(tmp_path)
@@ -285,7 +285,10 @@ def test_manifest_describes_the_published_files(published: tuple[Path, dict[str,
     assert manifest["status"] == "published" and manifest["accounts_failed"] == 0
     assert datetime.fromisoformat(manifest["published_at"]).tzinfo is not None
     assert set(manifest["tables"]) == set(schema.TABLES)
+    assert manifest["tables"]["crawl_runs"]["rows"] == 1
     for table, entry in manifest["tables"].items():
+        if table == "crawl_runs":
+            continue
         assert entry["rows"] == len(expected[table]) == sum(file["rows"] for file in entry["files"])
         assert [file["path"] for file in entry["files"]] == [
             path.relative_to(root).as_posix() for path in part_files(root, table)]
@@ -516,3 +519,70 @@ def test_a_reader_during_republishing_sees_one_whole_snapshot(tmp_path: Path) ->
         seen.append(table.num_rows)
     writer.join()
     assert seen and set(seen) == {expected}
+
+
+# -- what a publish checks and records ----------------------------------------------------------------
+def staged_counts(account_ids: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """Rows per table of each unit, as the run that staged ``unit_rows`` believes."""
+    return {account_id: {table: len(rows) for table, rows in unit_rows(account_id).items()}
+            for account_id in account_ids}
+
+
+def test_a_publish_refuses_a_staging_area_that_lost_a_unit(tmp_path: Path) -> None:
+    """Another process emptied part of the run's staging: nothing is published, not a partial snapshot."""
+    dataset = new_dataset(tmp_path)
+    for account_id in ACCOUNTS:
+        dataset.stage(account_id, unit_rows(account_id))
+    dataset.discard(ACCOUNTS[1])
+
+    with pytest.raises(DatasetError, match=f"not staged: {ACCOUNTS[1]}"):
+        dataset.publish({"started_at": BASE_TIME}, staged_counts(ACCOUNTS))
+
+    assert latest_manifest(str(tmp_path)) is None and not partition(tmp_path, "accounts").exists()
+    dataset.stage(ACCOUNTS[1], unit_rows(ACCOUNTS[1]))
+    assert dataset.publish({"started_at": BASE_TIME}, staged_counts(ACCOUNTS))["tables"]["accounts"]["rows"] == 3
+
+
+def test_a_publish_refuses_a_unit_staged_with_other_rows(tmp_path: Path) -> None:
+    dataset = new_dataset(tmp_path)
+    for account_id in ACCOUNTS:
+        dataset.stage(account_id, unit_rows(account_id))
+    dataset.stage(ACCOUNTS[0], {"accounts": unit_rows(ACCOUNTS[0])["accounts"]})
+
+    with pytest.raises(DatasetError, match=f"staged with other rows: {ACCOUNTS[0]}"):
+        dataset.publish({"started_at": BASE_TIME}, staged_counts(ACCOUNTS))
+
+
+def test_staging_a_table_written_at_publish_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="crawl_runs is written when the snapshot is published"):
+        new_dataset(tmp_path).stage(ACCOUNTS[0], {"crawl_runs": []})
+
+
+def test_publishing_a_date_again_supersedes_the_earlier_manifest_and_crawl_runs_lists_both(tmp_path: Path) -> None:
+    from crawler.errors import UsageError
+    from crawler.runs import refuse_published
+
+    for run_id, started in (("first", BASE_TIME), ("second", BASE_TIME + timedelta(hours=1))):
+        dataset = new_dataset(tmp_path, run_id=run_id)
+        dataset.stage(ACCOUNTS[0], unit_rows(ACCOUNTS[0]))
+        dataset.publish({"started_at": started.isoformat(), "accounts": {"selected": 1, "ok": 1}})
+    abandoned = new_dataset(tmp_path, run_id="abandoned")
+    abandoned.write_run_manifest({"status": "interrupted", "started_at": (BASE_TIME + timedelta(hours=2)).isoformat()})
+    third = new_dataset(tmp_path, run_id="third")
+    third.stage(ACCOUNTS[0], unit_rows(ACCOUNTS[0]))
+    third.publish({"started_at": (BASE_TIME + timedelta(hours=3)).isoformat()})
+
+    statuses = {run_id: read_manifest(str(tmp_path), run_id) for run_id in ("first", "second", "abandoned", "third")}
+    assert {run_id: document["status"] for run_id, document in statuses.items()} == {
+        "first": "superseded", "second": "superseded", "abandoned": "interrupted", "third": "published"}
+    assert statuses["second"]["superseded_by"] == "third" and statuses["first"]["superseded_by"] == "second"
+    runs = published_rows(tmp_path, "crawl_runs")
+    assert [(row["run_id"], row["status"], row["superseded_by"]) for row in runs] == [
+        ("first", "superseded", "second"), ("second", "superseded", "third"), ("abandoned", "interrupted", None),
+        ("third", "published", None)]
+    assert runs[1]["accounts_ok"] == 1 and runs[1]["started_at"] == BASE_TIME + timedelta(hours=1)
+    assert {item["table"]: item["rows"] for item in runs[3]["table_rows"]} == {
+        table: entry["rows"] for table, entry in read_manifest(str(tmp_path), "third")["tables"].items()
+        if table != "crawl_runs"}
+    with pytest.raises(UsageError, match="already published"):
+        refuse_published(str(tmp_path), "second")

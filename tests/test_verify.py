@@ -51,7 +51,7 @@ def unit_rows(account_id: str, run_id: str) -> dict[str, list[dict[str, Any]]]:
     """Rows of every table for one account: many in the big table, two elsewhere."""
     return {table: [{field.name: column_value(field, account_id, run_id, index) for field in file_schema(table)}
                     for index in range(BIG_ROWS if table == BIG_TABLE else 2)]
-            for table in schema.TABLES}
+            for table in schema.STAGED_TABLES}
 
 
 def publish(root: Path, snapshot_date: date, run_id: str, accounts: tuple[str, ...] = ACCOUNTS) -> dict[str, Any]:
@@ -115,9 +115,9 @@ def test_a_clean_snapshot_is_ok(root: Path) -> None:
     assert report.tables == {table: entry["rows"] for table, entry in manifest["tables"].items()}
     assert report.tables[BIG_TABLE] == 2 * BIG_ROWS
     assert len(manifest["tables"][BIG_TABLE]["files"]) == 3
-    assert report.files_checked == sum(len(entry["files"]) for entry in manifest["tables"].values()) == 10
+    assert report.files_checked == sum(len(entry["files"]) for entry in manifest["tables"].values()) == 11
     total = sum(report.tables.values())
-    assert format_report(report) == f"snapshot 2026-11-30 (run {RUN_ID}): 8 tables, 10 files, {total:,} rows: OK"
+    assert format_report(report) == f"snapshot 2026-11-30 (run {RUN_ID}): 9 tables, 11 files, {total:,} rows: OK"
     assert verify_snapshot(str(root)) == report
 
 
@@ -221,7 +221,7 @@ def test_a_table_left_out_of_the_manifest_makes_its_files_extra(root: Path) -> N
     save_manifest(root, manifest)
     report = verify_snapshot(str(root), SNAPSHOT)
     assert kinds(report) == [("manifest", f"runs/{RUN_ID}.json")] + [("extra", path) for path in files]
-    assert report.files_checked == 9 and "errors" not in report.tables
+    assert report.files_checked == 10 and "errors" not in report.tables
 
 
 def test_the_snapshot_date_selects_the_newest_published_manifest_of_that_date(root: Path) -> None:
@@ -258,7 +258,7 @@ def test_an_unreadable_manifest_is_a_problem(root: Path) -> None:
     report = verify_snapshot(str(root), SNAPSHOT)
     assert kinds(report) == [("manifest", "runs/broken.json")]
     assert report.problems[0].detail.startswith("unreadable manifest")
-    assert report.run_id == RUN_ID and report.files_checked == 10
+    assert report.run_id == RUN_ID and report.files_checked == 11
 
 
 @pytest.mark.parametrize("make", [lambda path: None, lambda path: path.write_text("x", encoding="utf-8")],
@@ -279,7 +279,7 @@ def test_format_report_lists_every_problem_then_the_summary(root: Path) -> None:
     assert [line.split(":")[0] for line in lines[:-1]] == [
         f"missing  {FIRST}", f"corrupt  {LAST}", f"extra    {SLA_DIR}/stray.parquet"]
     total = sum(report.tables.values())
-    assert lines[-1] == f"snapshot 2026-11-30 (run {RUN_ID}): 8 tables, 10 files, {total:,} rows: 3 problems"
+    assert lines[-1] == f"snapshot 2026-11-30 (run {RUN_ID}): 9 tables, 11 files, {total:,} rows: 3 problems"
     assert report.problems[0] == Problem("missing", FIRST, "in the manifest (1,000 rows, "
                                          f"{file_entry(load_manifest(root), FIRST)['bytes']:,} bytes) but not on disk")
 
@@ -291,3 +291,50 @@ def test_a_snapshot_published_before_a_later_table_existed_is_clean(root: Path) 
         shutil.rmtree(root / table)
     save_manifest(root, manifest)
     assert verify_snapshot(str(root), SNAPSHOT).ok
+
+
+# -- the tables against the manifest's own summary of the run ----------------------------------------
+@pytest.fixture
+def crawled(crawl_org, tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """A real crawl of a small simulated organization (one account without the crawler role): root, manifest."""
+    from crawler.scheduler import run_crawl
+    from crawler.sim import OrgSpec
+    from tests.helpers import crawl_config
+
+    crawl_org(OrgSpec(accounts=3, entities=8, seed=5, accounts_without_crawler_role=1))
+    summary = run_crawl(crawl_config(tmp_path / "out", SNAPSHOT))
+    return tmp_path / "out", summary.manifest
+
+
+def rewrite_manifest(root: Path, manifest: dict[str, Any], **changes: Any) -> None:
+    path = root / "runs" / f"{manifest['run_id']}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}), encoding="utf-8")
+
+
+def test_a_crawled_snapshot_agrees_with_its_summary(crawled: tuple[Path, dict[str, Any]]) -> None:
+    root, manifest = crawled
+    report = verify_snapshot(str(root), SNAPSHOT)
+    assert report.ok, report.problems
+    assert manifest["accounts"]["failed"] == 1 and manifest["staged_rows"]["accounts"] == 3
+
+
+@pytest.mark.parametrize(("change", "detail"), [
+    (lambda m: {"accounts": {**m["accounts"], "ok": m["accounts"]["ok"] + 2}}, "accounts.ok is"),
+    (lambda m: {"accounts": {**m["accounts"], "selected": 6}}, "accounts.selected is 6 but the accounts table holds 3"),
+    (lambda m: {"entities": {**m["entities"], "completed": m["entities"]["completed"] + 20}}, "entities is"),
+    (lambda m: {"errors": m["errors"] + 1}, "errors is"),
+    (lambda m: {"staged_rows": {**m["staged_rows"], "service_last_accessed": 1}},
+     "staged_rows.service_last_accessed is 1"),
+    (lambda m: {"run_id": "another-run"}, "crawl_runs names"),
+])
+def test_a_snapshot_whose_tables_disagree_with_its_summary_never_verifies(
+        crawled: tuple[Path, dict[str, Any]], change: Callable[[dict[str, Any]], dict[str, Any]], detail: str) -> None:
+    """As a snapshot published by a run whose staging another process emptied would (issue 13)."""
+    root, manifest = crawled
+    rewrite_manifest(root, manifest, **change(manifest))
+
+    report = verify_snapshot(str(root), SNAPSHOT)
+
+    assert [problem.kind for problem in report.problems] == ["summary"], report.problems
+    assert detail in report.problems[0].detail
+    assert report.problems[0].path == f"runs/{manifest['run_id']}.json"

@@ -282,3 +282,40 @@ TBLPROPERTIES (
   'projection.snapshot_date.interval.unit' = 'DAYS',
   'storage.location.template' = 's3://<BUCKET>/<PREFIX>/organizations_access/snapshot_date=${snapshot_date}/'
 );
+
+-- crawl_runs: One row per run of the snapshot date, published with each snapshot: the run whose rows the snapshot holds (status published) and the earlier runs of that date (superseded, or never published). Join a table's run_id to crawl_runs where status = 'published' to read only the published run's rows.
+CREATE EXTERNAL TABLE IF NOT EXISTS `<DATABASE>`.`crawl_runs` (
+  `run_id` string COMMENT 'Id of the crawl run that wrote the row.',
+  `status` string COMMENT 'published (the run this snapshot holds), superseded (published before, replaced by superseded_by), running, interrupted or failed (never published).',
+  `superseded_by` string COMMENT 'The run that published this date again after this one.',
+  `started_at` timestamp COMMENT 'When the run started (its first attempt).',
+  `finished_at` timestamp COMMENT 'When the run finished crawling.',
+  `published_at` timestamp COMMENT 'When the run published the snapshot (null if it never did).',
+  `config_digest` string COMMENT 'SHA-256 of the settings that decide the data (see the README).',
+  `tool_version` string COMMENT 'access-crawler version that ran it.',
+  `organization_id` string COMMENT 'AWS Organizations id (o-...); null for a static account list.',
+  `granularity` string COMMENT 'SERVICE_LEVEL or ACTION_LEVEL.',
+  `resumed` boolean COMMENT 'True when the run finished an earlier, unfinished attempt of itself.',
+  `shards` int COMMENT 'Number of shards the run was split into; null for an unsharded run.',
+  `accounts_selected` int COMMENT 'Accounts the run selected.',
+  `accounts_ok` int COMMENT 'Accounts crawled completely.',
+  `accounts_failed` int COMMENT 'Accounts that failed (see the accounts and errors tables).',
+  `accounts_skipped` int COMMENT 'Accounts skipped.',
+  `entities` int COMMENT 'Entities inventoried, every job outcome.',
+  `entities_missing` int COMMENT 'Entities without access data (failed, timed out or skipped jobs).',
+  `errors` bigint COMMENT 'Rows of the errors table the run recorded.',
+  `table_rows` array<struct<table:string,rows:bigint>> COMMENT 'Rows the run published in each table (crawl_runs itself excluded).'
+)
+COMMENT 'One row per run of the snapshot date, published with each snapshot: the run whose rows the snapshot holds (status published) and the earlier runs of that date (superseded, or never published). Join a table\'s run_id to crawl_runs where status = \'published\' to read only the published run\'s rows.'
+PARTITIONED BY (`snapshot_date` date COMMENT 'Snapshot date: the UTC date the run started (or output.snapshot_date), read from the directory name snapshot_date=YYYY-MM-DD.')
+STORED AS PARQUET
+LOCATION 's3://<BUCKET>/<PREFIX>/crawl_runs/'
+TBLPROPERTIES (
+  'projection.enabled' = 'true',
+  'projection.snapshot_date.type' = 'date',
+  'projection.snapshot_date.format' = 'yyyy-MM-dd',
+  'projection.snapshot_date.range' = '2024-01-01,NOW',
+  'projection.snapshot_date.interval' = '1',
+  'projection.snapshot_date.interval.unit' = 'DAYS',
+  'storage.location.template' = 's3://<BUCKET>/<PREFIX>/crawl_runs/snapshot_date=${snapshot_date}/'
+);

@@ -247,3 +247,36 @@ OPTIONS (
   enable_list_inference = true,
   description = 'The Organizations view (opt-in, organizations_access.enabled): one row per root, OU or account, service control policy (or none) and service the SCPs allow: when accounts below it last used the service (GenerateOrganizationsAccessReport, from the management account).'
 );
+
+-- crawl_runs: One row per run of the snapshot date, published with each snapshot: the run whose rows the snapshot holds (status published) and the earlier runs of that date (superseded, or never published). Join a table's run_id to crawl_runs where status = 'published' to read only the published run's rows.
+CREATE OR REPLACE EXTERNAL TABLE `<DATASET>.crawl_runs` (
+  `run_id` STRING OPTIONS (description = 'Id of the crawl run that wrote the row.'),
+  `status` STRING OPTIONS (description = 'published (the run this snapshot holds), superseded (published before, replaced by superseded_by), running, interrupted or failed (never published).'),
+  `superseded_by` STRING OPTIONS (description = 'The run that published this date again after this one.'),
+  `started_at` TIMESTAMP OPTIONS (description = 'When the run started (its first attempt).'),
+  `finished_at` TIMESTAMP OPTIONS (description = 'When the run finished crawling.'),
+  `published_at` TIMESTAMP OPTIONS (description = 'When the run published the snapshot (null if it never did).'),
+  `config_digest` STRING OPTIONS (description = 'SHA-256 of the settings that decide the data (see the README).'),
+  `tool_version` STRING OPTIONS (description = 'access-crawler version that ran it.'),
+  `organization_id` STRING OPTIONS (description = 'AWS Organizations id (o-...); null for a static account list.'),
+  `granularity` STRING OPTIONS (description = 'SERVICE_LEVEL or ACTION_LEVEL.'),
+  `resumed` BOOL OPTIONS (description = 'True when the run finished an earlier, unfinished attempt of itself.'),
+  `shards` INT64 OPTIONS (description = 'Number of shards the run was split into; null for an unsharded run.'),
+  `accounts_selected` INT64 OPTIONS (description = 'Accounts the run selected.'),
+  `accounts_ok` INT64 OPTIONS (description = 'Accounts crawled completely.'),
+  `accounts_failed` INT64 OPTIONS (description = 'Accounts that failed (see the accounts and errors tables).'),
+  `accounts_skipped` INT64 OPTIONS (description = 'Accounts skipped.'),
+  `entities` INT64 OPTIONS (description = 'Entities inventoried, every job outcome.'),
+  `entities_missing` INT64 OPTIONS (description = 'Entities without access data (failed, timed out or skipped jobs).'),
+  `errors` INT64 OPTIONS (description = 'Rows of the errors table the run recorded.'),
+  `table_rows` ARRAY<STRUCT<`table` STRING, `rows` INT64>> OPTIONS (description = 'Rows the run published in each table (crawl_runs itself excluded).')
+)
+WITH PARTITION COLUMNS (`snapshot_date` DATE)
+OPTIONS (
+  format = 'PARQUET',
+  uris = ['gs://<BUCKET>/<PREFIX>/crawl_runs/*.parquet'],
+  hive_partition_uri_prefix = 'gs://<BUCKET>/<PREFIX>/crawl_runs',
+  require_hive_partition_filter = false,
+  enable_list_inference = true,
+  description = 'One row per run of the snapshot date, published with each snapshot: the run whose rows the snapshot holds (status published) and the earlier runs of that date (superseded, or never published). Join a table\'s run_id to crawl_runs where status = \'published\' to read only the published run\'s rows.'
+);

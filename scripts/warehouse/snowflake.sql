@@ -244,3 +244,35 @@ AUTO_REFRESH = FALSE
 PATTERN = '.*/snapshot_date=[0-9]{4}-[0-9]{2}-[0-9]{2}/part-[^/]+[.]parquet'
 FILE_FORMAT = (TYPE = PARQUET)
 COMMENT = 'The Organizations view (opt-in, organizations_access.enabled): one row per root, OU or account, service control policy (or none) and service the SCPs allow: when accounts below it last used the service (GenerateOrganizationsAccessReport, from the management account).';
+
+-- crawl_runs: One row per run of the snapshot date, published with each snapshot: the run whose rows the snapshot holds (status published) and the earlier runs of that date (superseded, or never published). Join a table's run_id to crawl_runs where status = 'published' to read only the published run's rows.
+CREATE OR REPLACE EXTERNAL TABLE crawl_runs (
+  snapshot_date DATE AS (TO_DATE(SPLIT_PART(SPLIT_PART(METADATA$FILENAME, 'snapshot_date=', 2), '/', 1), 'YYYY-MM-DD')),  -- Snapshot date: the UTC date the run started (or output.snapshot_date), read from the directory name snapshot_date=YYYY-MM-DD.
+  run_id VARCHAR AS (VALUE:"run_id"::VARCHAR),  -- Id of the crawl run that wrote the row.
+  status VARCHAR AS (VALUE:"status"::VARCHAR),  -- published (the run this snapshot holds), superseded (published before, replaced by superseded_by), running, interrupted or failed (never published).
+  superseded_by VARCHAR AS (VALUE:"superseded_by"::VARCHAR),  -- The run that published this date again after this one.
+  started_at TIMESTAMP_LTZ(6) AS (TO_TIMESTAMP_LTZ(DATE_PART(EPOCH_MICROSECOND, VALUE:"started_at"::TIMESTAMP_NTZ(6)), 6)),  -- When the run started (its first attempt).
+  finished_at TIMESTAMP_LTZ(6) AS (TO_TIMESTAMP_LTZ(DATE_PART(EPOCH_MICROSECOND, VALUE:"finished_at"::TIMESTAMP_NTZ(6)), 6)),  -- When the run finished crawling.
+  published_at TIMESTAMP_LTZ(6) AS (TO_TIMESTAMP_LTZ(DATE_PART(EPOCH_MICROSECOND, VALUE:"published_at"::TIMESTAMP_NTZ(6)), 6)),  -- When the run published the snapshot (null if it never did).
+  config_digest VARCHAR AS (VALUE:"config_digest"::VARCHAR),  -- SHA-256 of the settings that decide the data (see the README).
+  tool_version VARCHAR AS (VALUE:"tool_version"::VARCHAR),  -- access-crawler version that ran it.
+  organization_id VARCHAR AS (VALUE:"organization_id"::VARCHAR),  -- AWS Organizations id (o-...); null for a static account list.
+  granularity VARCHAR AS (VALUE:"granularity"::VARCHAR),  -- SERVICE_LEVEL or ACTION_LEVEL.
+  resumed BOOLEAN AS (VALUE:"resumed"::BOOLEAN),  -- True when the run finished an earlier, unfinished attempt of itself.
+  shards NUMBER(10, 0) AS (VALUE:"shards"::NUMBER(10, 0)),  -- Number of shards the run was split into; null for an unsharded run.
+  accounts_selected NUMBER(10, 0) AS (VALUE:"accounts_selected"::NUMBER(10, 0)),  -- Accounts the run selected.
+  accounts_ok NUMBER(10, 0) AS (VALUE:"accounts_ok"::NUMBER(10, 0)),  -- Accounts crawled completely.
+  accounts_failed NUMBER(10, 0) AS (VALUE:"accounts_failed"::NUMBER(10, 0)),  -- Accounts that failed (see the accounts and errors tables).
+  accounts_skipped NUMBER(10, 0) AS (VALUE:"accounts_skipped"::NUMBER(10, 0)),  -- Accounts skipped.
+  entities NUMBER(10, 0) AS (VALUE:"entities"::NUMBER(10, 0)),  -- Entities inventoried, every job outcome.
+  entities_missing NUMBER(10, 0) AS (VALUE:"entities_missing"::NUMBER(10, 0)),  -- Entities without access data (failed, timed out or skipped jobs).
+  errors NUMBER(19, 0) AS (VALUE:"errors"::NUMBER(19, 0)),  -- Rows of the errors table the run recorded.
+  table_rows ARRAY AS (VALUE:"table_rows"::ARRAY)  -- Rows the run published in each table (crawl_runs itself excluded).
+)
+PARTITION BY (snapshot_date)
+LOCATION = @<STAGE>/crawl_runs/
+REFRESH_ON_CREATE = TRUE
+AUTO_REFRESH = FALSE
+PATTERN = '.*/snapshot_date=[0-9]{4}-[0-9]{2}-[0-9]{2}/part-[^/]+[.]parquet'
+FILE_FORMAT = (TYPE = PARQUET)
+COMMENT = 'One row per run of the snapshot date, published with each snapshot: the run whose rows the snapshot holds (status published) and the earlier runs of that date (superseded, or never published). Join a table\'s run_id to crawl_runs where status = \'published\' to read only the published run\'s rows.';

@@ -231,3 +231,34 @@ LOCATION '<ROOT>/organizations_access'
 COMMENT 'The Organizations view (opt-in, organizations_access.enabled): one row per root, OU or account, service control policy (or none) and service the SCPs allow: when accounts below it last used the service (GenerateOrganizationsAccessReport, from the management account).';
 
 MSCK REPAIR TABLE `organizations_access`;
+
+-- crawl_runs: One row per run of the snapshot date, published with each snapshot: the run whose rows the snapshot holds (status published) and the earlier runs of that date (superseded, or never published). Join a table's run_id to crawl_runs where status = 'published' to read only the published run's rows.
+CREATE TABLE IF NOT EXISTS `crawl_runs` (
+  `run_id` STRING COMMENT 'Id of the crawl run that wrote the row.',
+  `status` STRING COMMENT 'published (the run this snapshot holds), superseded (published before, replaced by superseded_by), running, interrupted or failed (never published).',
+  `superseded_by` STRING COMMENT 'The run that published this date again after this one.',
+  `started_at` TIMESTAMP COMMENT 'When the run started (its first attempt).',
+  `finished_at` TIMESTAMP COMMENT 'When the run finished crawling.',
+  `published_at` TIMESTAMP COMMENT 'When the run published the snapshot (null if it never did).',
+  `config_digest` STRING COMMENT 'SHA-256 of the settings that decide the data (see the README).',
+  `tool_version` STRING COMMENT 'access-crawler version that ran it.',
+  `organization_id` STRING COMMENT 'AWS Organizations id (o-...); null for a static account list.',
+  `granularity` STRING COMMENT 'SERVICE_LEVEL or ACTION_LEVEL.',
+  `resumed` BOOLEAN COMMENT 'True when the run finished an earlier, unfinished attempt of itself.',
+  `shards` INT COMMENT 'Number of shards the run was split into; null for an unsharded run.',
+  `accounts_selected` INT COMMENT 'Accounts the run selected.',
+  `accounts_ok` INT COMMENT 'Accounts crawled completely.',
+  `accounts_failed` INT COMMENT 'Accounts that failed (see the accounts and errors tables).',
+  `accounts_skipped` INT COMMENT 'Accounts skipped.',
+  `entities` INT COMMENT 'Entities inventoried, every job outcome.',
+  `entities_missing` INT COMMENT 'Entities without access data (failed, timed out or skipped jobs).',
+  `errors` BIGINT COMMENT 'Rows of the errors table the run recorded.',
+  `table_rows` ARRAY<STRUCT<`table`: STRING, `rows`: BIGINT>> COMMENT 'Rows the run published in each table (crawl_runs itself excluded).',
+  `snapshot_date` DATE COMMENT 'Snapshot date: the UTC date the run started (or output.snapshot_date), read from the directory name snapshot_date=YYYY-MM-DD.'
+)
+USING PARQUET
+PARTITIONED BY (`snapshot_date`)
+LOCATION '<ROOT>/crawl_runs'
+COMMENT 'One row per run of the snapshot date, published with each snapshot: the run whose rows the snapshot holds (status published) and the earlier runs of that date (superseded, or never published). Join a table\'s run_id to crawl_runs where status = \'published\' to read only the published run\'s rows.';
+
+MSCK REPAIR TABLE `crawl_runs`;
