@@ -25,7 +25,9 @@ import pytest
 
 from crawler import analysis, schema
 from crawler.cli import EXIT_FATAL, EXIT_OK, EXIT_USAGE, build_parser, main
+from crawler.dataset import Dataset
 from crawler.report import ReportResult, write_report
+from crawler.report.page import NO_ACCOUNTS
 from crawler.report.sheets import FORMULA_STARTS, neutralise
 from crawler.scheduler import run_crawl
 from crawler.settings import (
@@ -387,6 +389,35 @@ def test_the_report_command_explains_an_unwritable_output(reviewed: Reviewed, tm
     err = capsys.readouterr().err
     assert "is a file" in err and "Is a directory" in err and "Traceback" not in err
     assert existing.read_text(encoding="utf-8") == "keep me" and os.listdir(tmp_path) == ["review.csv"]
+
+
+def publish_without_accounts(root: Path) -> None:
+    """A published snapshot that holds no account, as a crawl that selected none would leave it."""
+    dataset = Dataset(str(root), LATEST, "no-accounts", OutputSettings(path=str(root)))
+    dataset.publish({"organization_id": "o-empty", "granularity": "SERVICE_LEVEL"})
+
+
+@pytest.mark.parametrize("fmt", ["html", "xlsx", "csv"])
+def test_a_snapshot_without_accounts_gives_an_empty_review(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           fmt: str) -> None:
+    root, out = tmp_path / "out", tmp_path / f"review.{fmt}"
+    publish_without_accounts(root)
+    assert main(["report", str(root), "--format", fmt, "--out", str(out)]) == EXIT_OK
+    assert "0 accounts crawled, 0 failed; 0 of 0 granted services unused" in capsys.readouterr().out
+    if fmt == "html":
+        document = parse(out.read_text(encoding="utf-8"))
+        assert document.find("p", **{"class": "headline"})[0].text() == NO_ACCOUNTS
+        assert [[cell.text() for cell in row] for row in table_rows(document, "accounts-table")] == [["none"]]
+    elif fmt == "xlsx":
+        openpyxl = pytest.importorskip("openpyxl", reason="--format xlsx needs openpyxl")
+        workbook = openpyxl.load_workbook(out)
+        assert workbook.sheetnames == SHEETS
+        assert [row[0] for row in workbook["accounts"].iter_rows(values_only=True)] == ["account_id"]
+    else:
+        with (out / "accounts.csv").open(encoding="utf-8", newline="") as handle:
+            assert [row[0] for row in csv.reader(handle)] == ["account_id"]
+        with (out / "summary.csv").open(encoding="utf-8", newline="") as handle:
+            assert ["accounts crawled", "0"] in list(csv.reader(handle))
 
 
 # -- in a browser --------------------------------------------------------------------------------

@@ -168,10 +168,23 @@ def read_table(root: str, manifest: dict[str, Any], table: str, accounts: str | 
     if arrow_table.num_rows == 0 and accounts is None and entry.get("rows"):
         raise AnalysisError(f"{table} of snapshot {manifest.get('snapshot_date')} no longer holds the rows of "
                             f"run {manifest.get('run_id')}: a later run replaced it without publishing")
-    frame = arrow_table.to_pandas(types_mapper=_nullable_integers)
+    frame = _with_a_chunk(arrow_table.to_pandas(types_mapper=_nullable_integers))
     frame[schema.PARTITION_COLUMN] = pd.Series([_manifest_date(manifest)] * len(frame), index=frame.index,
                                                dtype=object)
     return categorize(frame)
+
+
+def _with_a_chunk(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` whose Arrow-backed text columns hold at least one (empty) chunk.
+
+    pyarrow gives the columns of a table without rows no chunk at all, and pandas cannot merge
+    two such columns (ArrowInvalid): a snapshot without accounts would stop every review.
+    """
+    if len(frame) == 0:
+        for column, dtype in frame.dtypes.items():
+            if isinstance(dtype, pd.StringDtype):
+                frame[column] = pd.array([], dtype=dtype)
+    return frame
 
 
 def _columns_of(table: str, columns: Sequence[str] | None) -> list[str]:
