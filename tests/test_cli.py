@@ -189,6 +189,28 @@ def test_shards_run_from_the_command_line_and_the_last_publishes(crawl_org, tmp_
     assert main(["verify", output]) == EXIT_OK
 
 
+@pytest.mark.parametrize("output", ["a-file", "/dev/null/x", "/proc/x"])
+def test_run_refuses_an_output_that_cannot_hold_the_dataset_in_one_line(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str],
+                                                                        output: str) -> None:
+    (tmp_path / "a-file").write_text("not a directory", encoding="utf-8")
+    path = str(tmp_path / output) if output == "a-file" else output
+    config = write_config(tmp_path, FAST + f"output: {{path: '{path}'}}\n")
+    assert main(["run", "-c", str(config)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"access-crawler: error: output path {path} ") and err.count("\n") == 1, err
+
+
+def test_run_refuses_a_log_file_that_cannot_be_opened_in_one_line(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a-file").write_text("not a directory", encoding="utf-8")
+    log = tmp_path / "a-file" / "crawler.log"
+    config = write_config(tmp_path, FAST.replace("{level: WARNING}", f"{{level: WARNING, file: '{log}'}}"))
+    assert main(["run", "-c", str(config), "--output", str(tmp_path / "out")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"access-crawler: error: cannot open the log file {log}: ") and err.count("\n") == 1, err
+
+
 def test_run_writes_a_log_file_with_account_ids_and_no_secrets(crawl_org, tmp_path: Path) -> None:
     sim = crawl_org(SPEC)
     path = write_config(tmp_path, FAST)
