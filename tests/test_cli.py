@@ -222,6 +222,21 @@ def test_run_writes_a_log_file_with_account_ids_and_no_secrets(crawl_org, tmp_pa
     assert "SessionToken" not in log and "SecretAccessKey" not in log
 
 
+def test_run_expands_a_tilde_in_the_output_for_the_data_and_the_log(crawl_org, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    crawl_org(SPEC)
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    assert main(["run", "-c", str(write_config(tmp_path, FAST)), "--output", "~/x"]) == EXIT_OK
+    assert read_rows(home / "x", "accounts") and (home / "x" / "_logs" / "access-crawler.log").is_file()
+    assert not list(work.iterdir()), "nothing under a directory named ~"
+    assert f"data: {home / 'x'} " in capsys.readouterr().out
+
+
 @pytest.mark.cli
 def test_demo_crawls_the_simulated_organization_end_to_end(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
