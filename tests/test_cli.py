@@ -211,6 +211,24 @@ def test_run_refuses_a_log_file_that_cannot_be_opened_in_one_line(tmp_path: Path
     assert err.startswith(f"access-crawler: error: cannot open the log file {log}: ") and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("command", ["run", "accounts"])
+@pytest.mark.parametrize("variable, value, message", [
+    ("AWS_SECRET_ACCESS_KEY", "", "AWS credentials cannot be loaded: Partial credentials found in env, missing: "
+                                  "AWS_SECRET_ACCESS_KEY"),
+    ("AWS_ENDPOINT_URL", "notaurl", "AWS_ENDPOINT_URL is not a usable endpoint URL: Invalid endpoint: notaurl"),
+    ("AWS_PROFILE", "doesnotexist", "AWS profile 'doesnotexist' (AWS_PROFILE): "),
+], ids=["empty-secret-key", "endpoint-not-a-url", "unknown-profile"])
+def test_unusable_aws_settings_are_one_line_naming_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str], command: str,
+                                                               variable: str, value: str, message: str) -> None:
+    monkeypatch.setenv(variable, value)
+    config = write_config(tmp_path, FAST.replace("profile: sim, ", ""))
+    output = ["--output", str(tmp_path / "out")] if command == "run" else []
+    assert main([command, "-c", str(config), *output]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("access-crawler: error: ") and message in err and err.count("\n") == 1, err
+
+
 def test_run_writes_a_log_file_with_account_ids_and_no_secrets(crawl_org, tmp_path: Path) -> None:
     sim = crawl_org(SPEC)
     path = write_config(tmp_path, FAST)
