@@ -10,8 +10,10 @@ that), and the failed account ``=HYPERLINK(...)``.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
+import shutil
 from dataclasses import dataclass, replace
 from datetime import date
 from html.parser import HTMLParser
@@ -418,6 +420,39 @@ def test_a_snapshot_without_accounts_gives_an_empty_review(tmp_path: Path, capsy
             assert [row[0] for row in csv.reader(handle)] == ["account_id"]
         with (out / "summary.csv").open(encoding="utf-8", newline="") as handle:
             assert ["accounts crawled", "0"] in list(csv.reader(handle))
+
+
+def break_manifest(root: Path, tmp_path: Path, broken: str) -> str:
+    """Change the manifest of the snapshot without accounts as ``broken`` says; the path it now lists, if any."""
+    path = root / "runs" / "no-accounts.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if broken == "date":
+        manifest["snapshot_date"] = "2026-13-45"
+        listed = ""
+    else:
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (file,) = manifest["tables"]["accounts"]["files"]
+        shutil.copy(root / file["path"], elsewhere / "part-00000.parquet")  # a file a reader could open
+        listed = {"etc": "../../../etc/passwd", "parent": "../elsewhere/part-00000.parquet",
+                  "absolute": str(elsewhere / "part-00000.parquet")}[broken]
+        file["path"] = listed
+    path.write_text(json.dumps(manifest), encoding="utf-8")
+    return listed
+
+
+@pytest.mark.parametrize("broken", ["date", "etc", "parent", "absolute"])
+def test_the_report_command_refuses_a_broken_manifest_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                  broken: str) -> None:
+    root = tmp_path / "out"
+    publish_without_accounts(root)
+    listed = break_manifest(root, tmp_path, broken)
+    assert main(["report", str(root), "--out", str(tmp_path / "r.html")]) == EXIT_FATAL
+    err = capsys.readouterr().err
+    expected = (f"path {listed!r} is not a file in accounts/snapshot_date={LATEST}" if listed
+                else "has snapshot_date '2026-13-45', not a date (YYYY-MM-DD)")
+    assert err.startswith("access-crawler: error: ") and expected in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r.html").exists()
 
 
 # -- in a browser --------------------------------------------------------------------------------
