@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from crawler import __version__
-from crawler.errors import CrawlerError
+from crawler.errors import CrawlerError, UsageError
 
 #: Exit codes (README "Exit codes"): 0 done; 1 published (or checked) with recorded failures or problems;
 #: 2 bad usage or configuration, or another run holds the snapshot; 3 failed, nothing was published;
@@ -257,6 +257,7 @@ def _crawl(config: Any, crawl: Callable[[Any, threading.Event], Any],
     from crawler.progress import Progress, ProgressDisplay
 
     economise_memory()
+    _check_output(config.output.path)  # before the log, which goes under it
     log_path = configure_logging(config.logging, config.output.path)
     progress, stop = Progress(), threading.Event()
     display = ProgressDisplay(progress)
@@ -272,6 +273,17 @@ def _crawl(config: Any, crawl: Callable[[Any, threading.Event], Any],
         print("\nwhat the data shows:")
         print("\n".join(f"  {line}" for line in show_findings(summary)))
     return EXIT_OK if summary.complete else EXIT_FAILURES
+
+
+def _check_output(path: str) -> None:
+    """UsageError (exit 2) unless ``path`` can hold the dataset: a file, ``/dev/null/x`` or ``/proc/x`` is
+    refused in one line before anything (the log file included) is written under it."""
+    from crawler.dataset import DatasetError, check_writable
+
+    try:
+        check_writable(path)
+    except DatasetError as error:
+        raise UsageError(str(error)) from error
 
 
 @contextlib.contextmanager

@@ -105,6 +105,21 @@ def open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
     return filesystem, path.rstrip("/")
 
 
+def resolve_manifest_path(base: str, relative: object, table: str, snapshot_date: date) -> str:
+    """``base``/``relative``: where a file that a manifest lists for ``table`` in ``snapshot_date``'s
+    snapshot is read. Every reader of a manifest's file entries resolves them here.
+
+    ValueError unless ``relative`` names a file directly in ``<table>/snapshot_date=<date>/``: an
+    absolute path, a ``..`` or any other directory is refused, so a manifest cannot make a reader
+    open a file outside its partition (``../../../etc/passwd``).
+    """
+    partition = f"{table}/{schema.PARTITION_COLUMN}={snapshot_date.isoformat()}"
+    directory, _, name = relative.rpartition("/") if isinstance(relative, str) else ("", "", "")
+    if directory != partition or name in ("", ".", ".."):
+        raise ValueError(f"path {relative!r} is not a file in {partition}")
+    return f"{base}/{relative}"
+
+
 def check_writable(root: str) -> None:
     """Create ``root`` and write and delete a probe file in it; DatasetError with the reason otherwise."""
     filesystem, base = open_filesystem(root)

@@ -1,9 +1,9 @@
 """Render a list of accounts as an aligned table (for people), CSV or JSON (for programs).
 
-Account names, OU names and tags come from AWS and are untrusted text. The table escapes
-control, format and line-separator characters visibly (``\\n``, ``\\x1b``, ``\\u202e``) so that a
-name can neither break the table nor drive the terminal, and shortens very long cells. CSV and
-JSON keep the exact text: CSV through the ``csv`` module's quoting, JSON through ``json``.
+Account names, OU names and tags come from AWS and are untrusted text. The table and the CSV
+escape control, format and line-separator characters visibly (``\\n``, ``\\x1b``, ``\\u202e``, and a
+backslash as ``\\\\``) so that a name can neither break a line nor drive the terminal it is printed
+on; the table also shortens very long cells. JSON keeps the exact text (``json`` escapes it).
 """
 from __future__ import annotations
 
@@ -108,14 +108,16 @@ def shorten(text: str, width: int) -> str:
 
 # -- csv and json ------------------------------------------------------------------------------
 def format_csv(accounts: Sequence[Account]) -> str:
-    """RFC 4180 CSV: a header and one row per account, exact text quoted by the ``csv`` module, tags as a
-    JSON object, missing values empty."""
+    """RFC 4180 CSV: a header and one line per account; text escaped as in the table (:func:`visible`),
+    quoted by the ``csv`` module, tags as a JSON object of escaped keys and values, missing values empty."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180; fields holding \r or \n get quoted
+    writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180
     writer.writerow(FIELDS)
     for account in accounts:
-        record = account_record(account)
-        record["tags"] = json.dumps(record["tags"], ensure_ascii=False, sort_keys=True)
+        record = {name: visible(value) if isinstance(value, str) else value
+                  for name, value in account_record(account).items()}
+        record["tags"] = json.dumps({visible(key): visible(value) for key, value in account.tags},
+                                    ensure_ascii=False, sort_keys=True)
         writer.writerow(["" if record[name] is None else record[name] for name in FIELDS])
     return buffer.getvalue()
 

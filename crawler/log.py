@@ -16,6 +16,7 @@ from typing import TextIO
 
 from concurrent_log_handler import ConcurrentRotatingFileHandler
 
+from crawler.errors import UsageError
 from crawler.settings import LoggingSettings
 
 LOGGER = "crawler"
@@ -71,10 +72,15 @@ def configure_logging(settings: LoggingSettings, output_path: str, console: Text
     logger.addHandler(console_handler)
     path = log_file_path(settings, output_path)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = ConcurrentRotatingFileHandler(
-            str(path), maxBytes=settings.max_bytes, backupCount=settings.backup_count,
-            use_gzip=settings.compress_rotated, encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            file_handler = ConcurrentRotatingFileHandler(
+                str(path), maxBytes=settings.max_bytes, backupCount=settings.backup_count,
+                use_gzip=settings.compress_rotated, encoding="utf-8")
+        except OSError as error:
+            close_logging()
+            raise UsageError(f"cannot open the log file {path}: {error} (set logging.file, or "
+                             "logging.file_enabled: false)") from error
         file_handler.setLevel(settings.file_level)
         file_handler.setFormatter(JsonLines() if settings.json else _utc_formatter())
         file_handler.addFilter(AccountField())

@@ -12,6 +12,7 @@ earlier generation instead of reading them.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from datetime import datetime, timezone
 from typing import Any
@@ -42,12 +43,37 @@ class CredentialsError(CrawlerError):
     """The crawler's own credentials are missing or unusable."""
 
 
+class AwsSettingsError(CredentialsError):
+    """The AWS settings cannot be used as given (a profile that does not exist, half a key pair, an
+    endpoint URL that is not a URL): nothing was called; exit code 2, as for a bad config."""
+
+    exit_code = 2
+
+
 class EnterAccountError(CrawlerError):
     """AssumeRole into an account failed; carries the AWS error code and message."""
 
     def __init__(self, account_id: str, role_arn: str, code: str, message: str) -> None:
         super().__init__(f"cannot assume {role_arn}: {code}: {message}")
         self.account_id, self.role_arn, self.code, self.message = account_id, role_arn, code, message
+
+
+def _profile_setting(profile: str | None) -> str:
+    """The AWS profile in use and where it was named: aws.profile, else the environment as botocore reads it."""
+    if profile:
+        return f"AWS profile {profile!r} (aws.profile)"
+    for name in ("AWS_DEFAULT_PROFILE", "AWS_PROFILE"):  # botocore's order
+        if os.environ.get(name):
+            return f"AWS profile {os.environ[name]!r} ({name})"
+    return "the default AWS profile"
+
+
+def _endpoint_setting(service: str) -> str:
+    """Where botocore takes ``service``'s endpoint URL from: the first of its settings that is set."""
+    for name in (f"AWS_ENDPOINT_URL_{service.upper().replace('-', '_')}", "AWS_ENDPOINT_URL"):
+        if os.environ.get(name):
+            return name
+    return "endpoint_url of the AWS profile"
 
 
 def error_code(error: BaseException) -> str:
@@ -92,7 +118,7 @@ class SessionFactory:
         try:
             self.base = boto3.Session(profile_name=aws.profile, region_name=aws.region)
         except BotoCoreError as error:
-            raise CredentialsError(f"AWS profile {aws.profile!r}: {error}") from error
+            raise AwsSettingsError(f"{_profile_setting(aws.profile)}: {error}") from error
         use_fast_timestamps(self.base._session)
         self.region = aws.region or self.base.region_name or HOME_REGIONS[self.partition]
         self._lock = threading.Lock()
@@ -118,9 +144,24 @@ class SessionFactory:
             user_agent_extra=f"access-crawler/{__version__}")
 
     def base_client(self, service: str, region: str | None = None) -> Any:
-        """A client with the crawler's own credentials (client creation is not thread-safe: locked)."""
+        """A client with the crawler's own credentials (client creation is not thread-safe: locked);
+        AwsSettingsError naming the setting that makes it impossible."""
+        self.base_credentials()
         with self._lock:
-            return self.base.client(service, region_name=region or self.region, config=self.client_config())
+            try:
+                return self.base.client(service, region_name=region or self.region, config=self.client_config())
+            except BotoCoreError as error:  # e.g. a malformed region
+                raise AwsSettingsError(f"cannot make an AWS {service} client: {error}") from error
+            except ValueError as error:  # botocore: "Invalid endpoint: <url>"
+                raise AwsSettingsError(f"{_endpoint_setting(service)} is not a usable endpoint URL: {error}") from error
+
+    def base_credentials(self) -> Any:
+        """The crawler's own credentials (None when there are none); AwsSettingsError when they are set
+        but cannot be loaded (``AWS_SECRET_ACCESS_KEY=`` empty, a broken profile)."""
+        try:
+            return self.base.get_credentials()
+        except BotoCoreError as error:
+            raise AwsSettingsError(f"the crawler's AWS credentials cannot be loaded: {error}") from error
 
     def organizations_client(self) -> Any:
         """An Organizations client in the partition's home region: as the hub role when one is
@@ -133,7 +174,7 @@ class SessionFactory:
 
     def caller_identity(self) -> dict[str, Any]:
         """GetCallerIdentity of the base credentials: who the crawl runs as (CredentialsError if nobody)."""
-        if self.base.get_credentials() is None:
+        if self.base_credentials() is None:
             raise CredentialsError("no AWS credentials found: set aws.profile, or use the standard AWS credential "
                                    "chain (environment, ~/.aws files, SSO, instance or container role)")
         try:

@@ -6,6 +6,7 @@ the defaults documented in ``config/crawler.example.yaml``.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from datetime import date
 
@@ -171,6 +172,11 @@ class OutputSettings:
     snapshot_date: date | None = None
     max_rows_per_file: int = 5_000_000
     row_group_rows: int = 128 * 1024
+
+    def __post_init__(self) -> None:
+        # "~/data" is the home directory's data for every reader of the path (the dataset, its
+        # log, the summary), not a directory named "~": expanded once, here.
+        object.__setattr__(self, "path", os.path.expanduser(self.path))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from crawler import schema
-from crawler.dataset import PUBLISHED, RUNS_DIR, STORAGE_ERRORS, DatasetError, open_filesystem
+from crawler.dataset import PUBLISHED, RUNS_DIR, STORAGE_ERRORS, DatasetError, open_filesystem, resolve_manifest_path
 from crawler.errors import UsageError
 from crawler.listing import visible
 from crawler.parquet import PartFile, describe_file, file_schema
@@ -222,7 +222,7 @@ def _read_table(table: str, entry: Any, snapshot_date: date) -> tuple[list[PartF
     files: dict[str, PartFile] = {}
     problems: list[str] = []
     for index, item in enumerate(entry["files"]):
-        parsed = _file_entry(item, _partition(table, snapshot_date))
+        parsed = _file_entry(item, table, snapshot_date)
         if isinstance(parsed, str) or parsed.path in files:
             problems.append(f"{where}.files[{index}]: {parsed if isinstance(parsed, str) else 'listed twice'}")
         else:
@@ -237,18 +237,20 @@ def _read_table(table: str, entry: Any, snapshot_date: date) -> tuple[list[PartF
     return list(files.values()), declared, problems
 
 
-def _file_entry(item: Any, partition: str) -> PartFile | str:
+def _file_entry(item: Any, table: str, snapshot_date: date) -> PartFile | str:
     """A file entry of the manifest, or what is wrong with it."""
     if not isinstance(item, dict):
         return "not an object"
     path, rows, size, digest = (item.get(key) for key in ("path", "rows", "bytes", "sha256"))
-    if not isinstance(path, str) or path.rpartition("/")[0] != partition or path.rpartition("/")[2] in ("", ".", ".."):
-        return f"path {path!r} is not a file in {partition}"
+    try:
+        resolve_manifest_path("", path, table, snapshot_date)  # a file (str) in its partition, as readers require
+    except ValueError as error:
+        return str(error)
     if not (_is_count(rows) and _is_count(size)):
         return f"rows {rows!r} or bytes {size!r} is not a count"
     if not isinstance(digest, str) or not SHA256_PATTERN.fullmatch(digest):
         return f"sha256 {digest!r} is not 64 lowercase hex digits"
-    return PartFile(path=path, rows=rows, bytes=size, sha256=digest)
+    return PartFile(path=str(path), rows=rows, bytes=size, sha256=digest)
 
 
 def _is_count(value: object) -> TypeGuard[int]:

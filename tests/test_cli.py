@@ -189,6 +189,46 @@ def test_shards_run_from_the_command_line_and_the_last_publishes(crawl_org, tmp_
     assert main(["verify", output]) == EXIT_OK
 
 
+@pytest.mark.parametrize("output", ["a-file", "/dev/null/x", "/proc/x"])
+def test_run_refuses_an_output_that_cannot_hold_the_dataset_in_one_line(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str],
+                                                                        output: str) -> None:
+    (tmp_path / "a-file").write_text("not a directory", encoding="utf-8")
+    path = str(tmp_path / output) if output == "a-file" else output
+    config = write_config(tmp_path, FAST + f"output: {{path: '{path}'}}\n")
+    assert main(["run", "-c", str(config)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"access-crawler: error: output path {path} ") and err.count("\n") == 1, err
+
+
+def test_run_refuses_a_log_file_that_cannot_be_opened_in_one_line(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a-file").write_text("not a directory", encoding="utf-8")
+    log = tmp_path / "a-file" / "crawler.log"
+    config = write_config(tmp_path, FAST.replace("{level: WARNING}", f"{{level: WARNING, file: '{log}'}}"))
+    assert main(["run", "-c", str(config), "--output", str(tmp_path / "out")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"access-crawler: error: cannot open the log file {log}: ") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("command", ["run", "accounts"])
+@pytest.mark.parametrize("variable, value, message", [
+    ("AWS_SECRET_ACCESS_KEY", "", "AWS credentials cannot be loaded: Partial credentials found in env, missing: "
+                                  "AWS_SECRET_ACCESS_KEY"),
+    ("AWS_ENDPOINT_URL", "notaurl", "AWS_ENDPOINT_URL is not a usable endpoint URL: Invalid endpoint: notaurl"),
+    ("AWS_PROFILE", "doesnotexist", "AWS profile 'doesnotexist' (AWS_PROFILE): "),
+], ids=["empty-secret-key", "endpoint-not-a-url", "unknown-profile"])
+def test_unusable_aws_settings_are_one_line_naming_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str], command: str,
+                                                               variable: str, value: str, message: str) -> None:
+    monkeypatch.setenv(variable, value)
+    config = write_config(tmp_path, FAST.replace("profile: sim, ", ""))
+    output = ["--output", str(tmp_path / "out")] if command == "run" else []
+    assert main([command, "-c", str(config), *output]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("access-crawler: error: ") and message in err and err.count("\n") == 1, err
+
+
 def test_run_writes_a_log_file_with_account_ids_and_no_secrets(crawl_org, tmp_path: Path) -> None:
     sim = crawl_org(SPEC)
     path = write_config(tmp_path, FAST)
@@ -198,6 +238,21 @@ def test_run_writes_a_log_file_with_account_ids_and_no_secrets(crawl_org, tmp_pa
     assert f"[{member}]" in log
     assert sim.credentials is not None and sim.credentials.secret_access_key not in log
     assert "SessionToken" not in log and "SecretAccessKey" not in log
+
+
+def test_run_expands_a_tilde_in_the_output_for_the_data_and_the_log(crawl_org, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    crawl_org(SPEC)
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    assert main(["run", "-c", str(write_config(tmp_path, FAST)), "--output", "~/x"]) == EXIT_OK
+    assert read_rows(home / "x", "accounts") and (home / "x" / "_logs" / "access-crawler.log").is_file()
+    assert not list(work.iterdir()), "nothing under a directory named ~"
+    assert f"data: {home / 'x'} " in capsys.readouterr().out
 
 
 @pytest.mark.cli

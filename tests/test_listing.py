@@ -99,9 +99,20 @@ def test_hostile_names(name: str) -> None:
     assert all(display_width(line) <= 2 + 12 + 3 * (MAX_CELL_WIDTH + 2) + len("ACTIVE") for line in lines)
     if len(name) < 20:
         assert visible(name) in lines[2]
-    assert parse_csv(format_accounts(accounts, "csv"))[0]["name"] == name
+    assert parse_csv(format_accounts(accounts, "csv"))[0]["name"] == visible(name)
     assert json.loads(format_accounts(accounts, "json"))[0]["name"] == name
-    assert json.loads(parse_csv(format_accounts(accounts, "csv"))[0]["tags"]) == {"owner": name}
+    assert json.loads(parse_csv(format_accounts(accounts, "csv"))[0]["tags"]) == {"owner": visible(name)}
+
+
+def test_csv_escapes_names_as_the_table_does_one_line_per_account() -> None:
+    accounts = [make_account(f"{index:012d}", name, ou_path=f"Root/{name}", tags=(("owner", name),))
+                for index, name in enumerate(HOSTILE_NAMES)]
+    text = format_accounts(accounts, "csv")
+    assert text.count("\r\n") == len(text.splitlines()) == len(accounts) + 1, "a header and one line per account"
+    assert not [character for character in text.replace("\r\n", "")
+                if unicodedata.category(character).startswith("C") or character in "\u2028\u2029"]
+    assert [(row["name"], row["ou_path"], json.loads(row["tags"])) for row in parse_csv(text)] == \
+        [(visible(name), visible(f"Root/{name}"), {"owner": visible(name)}) for name in HOSTILE_NAMES]
 
 
 @pytest.mark.parametrize(("text", "shown"), [

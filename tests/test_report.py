@@ -10,8 +10,10 @@ that), and the failed account ``=HYPERLINK(...)``.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
+import shutil
 from dataclasses import dataclass, replace
 from datetime import date
 from html.parser import HTMLParser
@@ -25,7 +27,9 @@ import pytest
 
 from crawler import analysis, schema
 from crawler.cli import EXIT_FATAL, EXIT_OK, EXIT_USAGE, build_parser, main
+from crawler.dataset import Dataset
 from crawler.report import ReportResult, write_report
+from crawler.report.page import NO_ACCOUNTS
 from crawler.report.sheets import FORMULA_STARTS, neutralise
 from crawler.scheduler import run_crawl
 from crawler.settings import (
@@ -387,6 +391,68 @@ def test_the_report_command_explains_an_unwritable_output(reviewed: Reviewed, tm
     err = capsys.readouterr().err
     assert "is a file" in err and "Is a directory" in err and "Traceback" not in err
     assert existing.read_text(encoding="utf-8") == "keep me" and os.listdir(tmp_path) == ["review.csv"]
+
+
+def publish_without_accounts(root: Path) -> None:
+    """A published snapshot that holds no account, as a crawl that selected none would leave it."""
+    dataset = Dataset(str(root), LATEST, "no-accounts", OutputSettings(path=str(root)))
+    dataset.publish({"organization_id": "o-empty", "granularity": "SERVICE_LEVEL"})
+
+
+@pytest.mark.parametrize("fmt", ["html", "xlsx", "csv"])
+def test_a_snapshot_without_accounts_gives_an_empty_review(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           fmt: str) -> None:
+    root, out = tmp_path / "out", tmp_path / f"review.{fmt}"
+    publish_without_accounts(root)
+    assert main(["report", str(root), "--format", fmt, "--out", str(out)]) == EXIT_OK
+    assert "0 accounts crawled, 0 failed; 0 of 0 granted services unused" in capsys.readouterr().out
+    if fmt == "html":
+        document = parse(out.read_text(encoding="utf-8"))
+        assert document.find("p", **{"class": "headline"})[0].text() == NO_ACCOUNTS
+        assert [[cell.text() for cell in row] for row in table_rows(document, "accounts-table")] == [["none"]]
+    elif fmt == "xlsx":
+        openpyxl = pytest.importorskip("openpyxl", reason="--format xlsx needs openpyxl")
+        workbook = openpyxl.load_workbook(out)
+        assert workbook.sheetnames == SHEETS
+        assert [row[0] for row in workbook["accounts"].iter_rows(values_only=True)] == ["account_id"]
+    else:
+        with (out / "accounts.csv").open(encoding="utf-8", newline="") as handle:
+            assert [row[0] for row in csv.reader(handle)] == ["account_id"]
+        with (out / "summary.csv").open(encoding="utf-8", newline="") as handle:
+            assert ["accounts crawled", "0"] in list(csv.reader(handle))
+
+
+def break_manifest(root: Path, tmp_path: Path, broken: str) -> str:
+    """Change the manifest of the snapshot without accounts as ``broken`` says; the path it now lists, if any."""
+    path = root / "runs" / "no-accounts.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if broken == "date":
+        manifest["snapshot_date"] = "2026-13-45"
+        listed = ""
+    else:
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (file,) = manifest["tables"]["accounts"]["files"]
+        shutil.copy(root / file["path"], elsewhere / "part-00000.parquet")  # a file a reader could open
+        listed = {"etc": "../../../etc/passwd", "parent": "../elsewhere/part-00000.parquet",
+                  "absolute": str(elsewhere / "part-00000.parquet")}[broken]
+        file["path"] = listed
+    path.write_text(json.dumps(manifest), encoding="utf-8")
+    return listed
+
+
+@pytest.mark.parametrize("broken", ["date", "etc", "parent", "absolute"])
+def test_the_report_command_refuses_a_broken_manifest_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                  broken: str) -> None:
+    root = tmp_path / "out"
+    publish_without_accounts(root)
+    listed = break_manifest(root, tmp_path, broken)
+    assert main(["report", str(root), "--out", str(tmp_path / "r.html")]) == EXIT_FATAL
+    err = capsys.readouterr().err
+    expected = (f"path {listed!r} is not a file in accounts/snapshot_date={LATEST}" if listed
+                else "has snapshot_date '2026-13-45', not a date (YYYY-MM-DD)")
+    assert err.startswith("access-crawler: error: ") and expected in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r.html").exists()
 
 
 # -- in a browser --------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from crawler import schema
-from crawler.listing import format_accounts
+from crawler.listing import format_accounts, visible
 from crawler.log import close_logging, configure_logging
 from crawler.organizations import Account, Discovery, discover_accounts, select_accounts
 from crawler.scheduler import RunSummary, run_crawl
@@ -251,15 +251,15 @@ def test_the_output_root_holds_only_the_expected_entries(hostile: HostileCrawl) 
 
 
 # -- listing and logging ----------------------------------------------------------------------------------
-def test_csv_listing_parses_back_to_the_exact_names(hostile: HostileCrawl) -> None:
+def test_csv_listing_parses_back_to_the_names_escaped_as_in_the_table(hostile: HostileCrawl) -> None:
     text = format_accounts(hostile.discovery.accounts, "csv")
     records = list(csv.DictReader(io.StringIO(text, newline="")))
     assert [record["id"] for record in records] == [account.id for account in hostile.discovery.accounts]
     for record in records:
         account = hostile.model.accounts[record["id"]].account
         assert (record["name"], record["email"], record["ou_path"]) == \
-            (account.name, account.email, "/".join(ou_names(hostile.model, account.id)))
-        assert json.loads(record["tags"]) == account.tags
+            (visible(account.name), visible(account.email), visible("/".join(ou_names(hostile.model, account.id))))
+        assert json.loads(record["tags"]) == {visible(key): visible(value) for key, value in account.tags.items()}
 
 
 def test_json_listing_parses_back_to_the_exact_names(hostile: HostileCrawl) -> None:

@@ -19,7 +19,15 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from crawler import schema
-from crawler.dataset import PUBLISHED, RUN_ID_PATTERN, RUNS_DIR, STORAGE_ERRORS, open_filesystem, read_manifest
+from crawler.dataset import (
+    PUBLISHED,
+    RUN_ID_PATTERN,
+    RUNS_DIR,
+    STORAGE_ERRORS,
+    open_filesystem,
+    read_manifest,
+    resolve_manifest_path,
+)
 from crawler.errors import CrawlerError
 
 #: Access advisor's tracking period: a use older than this is reported as "not used".
@@ -117,7 +125,15 @@ def _published_manifests(root: str) -> list[dict[str, Any]]:
 
 
 def _manifest_date(manifest: dict[str, Any]) -> dt.date:
-    return dt.date.fromisoformat(str(manifest["snapshot_date"]))
+    value = manifest.get("snapshot_date")
+    try:
+        day = dt.date.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        day = None
+    if day is None or day.isoformat() != value:
+        raise AnalysisError(f"the manifest of run {manifest.get('run_id')} has snapshot_date {value!r}, not a date "
+                            "(YYYY-MM-DD): access-crawler verify checks a snapshot")
+    return day
 
 
 def manifest_for(root: str, snapshot: dt.date | str | None) -> dict[str, Any]:
@@ -153,7 +169,7 @@ def read_table(root: str, manifest: dict[str, Any], table: str, accounts: str | 
     if entry is None:
         raise AnalysisError(f"the manifest of run {manifest.get('run_id')} lists no table {table}")
     filesystem, base = open_filesystem(root)
-    paths = [f"{base}/{part['path']}" for part in entry["files"]]
+    paths = _listed_files(base, manifest, table, entry)
     condition = ds.field("run_id") == str(manifest["run_id"])
     if accounts is not None:
         if "account_id" not in schema.TABLES[table].names:
@@ -168,10 +184,34 @@ def read_table(root: str, manifest: dict[str, Any], table: str, accounts: str | 
     if arrow_table.num_rows == 0 and accounts is None and entry.get("rows"):
         raise AnalysisError(f"{table} of snapshot {manifest.get('snapshot_date')} no longer holds the rows of "
                             f"run {manifest.get('run_id')}: a later run replaced it without publishing")
-    frame = arrow_table.to_pandas(types_mapper=_nullable_integers)
+    frame = _with_a_chunk(arrow_table.to_pandas(types_mapper=_nullable_integers))
     frame[schema.PARTITION_COLUMN] = pd.Series([_manifest_date(manifest)] * len(frame), index=frame.index,
                                                dtype=object)
     return categorize(frame)
+
+
+def _listed_files(base: str, manifest: dict[str, Any], table: str, entry: dict[str, Any]) -> list[str]:
+    """Where the files the manifest lists for ``table`` are read: only in the table's partition of the snapshot."""
+    day = _manifest_date(manifest)
+    try:
+        return [resolve_manifest_path(base, part.get("path") if isinstance(part, dict) else part, table, day)
+                for part in entry["files"]]
+    except ValueError as error:
+        raise AnalysisError(f"the manifest of run {manifest.get('run_id')} lists a file outside the snapshot, "
+                            f"not read: {error} (access-crawler verify checks a snapshot)") from error
+
+
+def _with_a_chunk(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` whose Arrow-backed text columns hold at least one (empty) chunk.
+
+    pyarrow gives the columns of a table without rows no chunk at all, and pandas cannot merge
+    two such columns (ArrowInvalid): a snapshot without accounts would stop every review.
+    """
+    if len(frame) == 0:
+        for column, dtype in frame.dtypes.items():
+            if isinstance(dtype, pd.StringDtype):
+                frame[column] = pd.array([], dtype=dtype)
+    return frame
 
 
 def _columns_of(table: str, columns: Sequence[str] | None) -> list[str]:

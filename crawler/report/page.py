@@ -25,6 +25,9 @@ SECTIONS = (("organization", "Organization"), ("charts", "Charts"), ("accounts",
             ("limits", "What this data cannot say"))
 #: Shown only for a snapshot crawled with the Organizations view.
 SCP_SECTION = SECTIONS[-2]
+#: What the page says of a snapshot that holds no account (a crawl that selected none).
+NO_ACCOUNTS = ("This snapshot holds no account: the crawl that published it selected none, so there is nothing "
+               "to review.")
 
 
 def render_page(findings: Findings, generated_at: dt.datetime) -> str:
@@ -72,6 +75,8 @@ def _organization(findings: Findings) -> str:
     headline = (f'<p class="headline">{text(f"{unused:,}")} of {text(f"{granted:,}")} granted (entity, service) '
                 f"pairs were not used in the {findings.days} days before collection"
                 + ("" if is_missing(share) else f" ({text(charts.share(float(share)))})") + ".</p>")
+    if findings.accounts.empty:
+        headline = f'<p class="headline">{text(NO_ACCOUNTS)}</p>'
     return _section("organization", "Organization", headline + definition_list("summary", findings.summary))
 
 
@@ -183,6 +188,8 @@ def _limits(findings: Findings) -> str:
 
 def _failed_accounts_note(findings: Findings) -> str:
     failed = len(findings.failed_accounts)
+    if findings.accounts.empty:
+        return NO_ACCOUNTS
     if not failed:
         return "Every account was crawled."
     return (f"{failed:,} account(s) were not crawled (failed or skipped): nothing is known about their entities, "
