@@ -180,3 +180,59 @@ def test_shards_in_separate_processes_publish_the_uninterrupted_snapshot(simulat
     assert read_manifest(str(output), "array-job-1")["status"] == "published"
     verified = subprocess.run([*CRAWLER, "verify", str(output)], capture_output=True, text=True, timeout=60)
     assert verified.returncode == 0, verified.stdout
+
+
+def start_crawl_until_staged(env: dict[str, str], config: Path, output: Path, accounts: int,
+                             *options: str) -> subprocess.Popen[str]:
+    """A crawl in its own process, once it has staged ``accounts`` accounts (or finished)."""
+    crawl = start_crawl(env, config, output, *options)
+    deadline = time.monotonic() + 120
+    while staged_accounts(output) < accounts and crawl.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return crawl
+
+
+@pytest.mark.parametrize("staged_first", [1, 2, 4])
+def test_a_second_run_on_the_same_root_refuses_while_the_first_works(simulator: dict[str, str], config: Path,
+                                                                     tmp_path: Path, reference: list[list[dict]],
+                                                                     staged_first: int) -> None:
+    """Issue 13: the second run used to resume the first's live run in one staging directory, and the snapshot
+    published last lost accounts. Now it exits 2 naming the holder, and the first publishes everything."""
+    output = tmp_path / "out"
+    first = start_crawl_until_staged(simulator, config, output, staged_first)
+    assert first.poll() is None, "the first run should still be working"
+
+    second = finish_crawl(simulator, config, output)
+
+    assert second.returncode == 2, second.stderr
+    assert "is being written by run" in second.stderr and f"pid {first.pid} on" in second.stderr
+    assert "Traceback" not in second.stderr
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    assert snapshot(output) == reference
+    [manifest] = (output / "runs").glob("*.json")
+    assert read_manifest(str(output), manifest.stem)["status"] == "published"
+    verified = subprocess.run([*CRAWLER, "verify", str(output)], capture_output=True, text=True, timeout=60)
+    assert verified.returncode == 0, verified.stdout
+
+
+def test_a_second_run_that_waits_publishes_after_the_first(simulator: dict[str, str], config: Path, tmp_path: Path,
+                                                           reference: list[list[dict]]) -> None:
+    output = tmp_path / "out"
+    first = start_crawl_until_staged(simulator, config, output, 1)
+    second = start_crawl(simulator, config, output, "--wait", "300")
+
+    first_out, first_err = first.communicate(timeout=300)
+    second_out, second_err = second.communicate(timeout=300)
+
+    assert (first.returncode, second.returncode) == (0, 0), (first_err, second_err)
+    assert "waiting for it to finish" in second_err
+    first_run = re.search(r"^run (\S+):", first_out, re.M)[1]  # type: ignore[index]
+    second_run = re.search(r"^run (\S+):", second_out, re.M)[1]  # type: ignore[index]
+    assert first_run != second_run, "the second run crawled anew: it never resumes a run another process held"
+    assert read_manifest(str(output), first_run)["status"] == "superseded"
+    assert read_manifest(str(output), second_run)["status"] == "published"
+    tables = dict(zip(schema.TABLES, snapshot(output), strict=True))
+    expected = dict(zip(schema.TABLES, reference, strict=True))
+    assert {**tables, "crawl_runs": []} == {**expected, "crawl_runs": []}
+    assert sorted(row["status"] for row in tables["crawl_runs"]) == ["published", "superseded"]
