@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_accounts(commands)
     _add_run(commands)
     _add_consolidate(commands)
+    _add_prune(commands)
     _add_demo(commands)
     _add_verify(commands)
     _add_report(commands)
@@ -137,6 +138,31 @@ def _run_consolidate(args: argparse.Namespace) -> int:
     manifest = consolidate(args.root, args.snapshot, args.run_id)
     print(f"run {manifest['run_id']}: snapshot {manifest['snapshot_date']} published from {len(manifest['shards'])} "
           f"shards\nrows: " + ", ".join(f"{name} {table['rows']:,}" for name, table in manifest["tables"].items()))
+    return EXIT_OK
+
+
+def _add_prune(commands: argparse._SubParsersAction) -> None:
+    prune = _command(
+        commands, "prune", "remove the staging of runs that will never resume",
+        "Remove from _staging the runs that can never be resumed or published: runs that stopped before a later "
+        "run published their snapshot date, older unfinished runs behind a newer one, leftovers of published "
+        "runs. Kept: the unfinished run a plain run of the date would resume, and sharded runs waiting for "
+        "consolidate. A date a live run is writing is skipped. Exit code 0: done; 2: bad usage; 3: failed.",
+        "access-crawler prune ./access-data --dry-run")
+    prune.add_argument("root", metavar="ROOT", help="the dataset root (a directory or a filesystem URI)")
+    prune.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    prune.set_defaults(handler=_run_prune)
+
+
+def _run_prune(args: argparse.Namespace) -> int:
+    from crawler.listing import visible
+    from crawler.runs import prune_staging
+
+    pruned = prune_staging(args.root, args.dry_run)
+    for item in pruned:
+        print(f"{item.snapshot_date} {visible(item.run_id or '-')}: {visible(item.outcome)}")
+    if not pruned:
+        print("no abandoned staging")
     return EXIT_OK
 
 

@@ -234,7 +234,17 @@ class Dataset:
         if not self._local:
             self._delete_superseded(parts)
         self._remove_staging()
+        self._remove_abandoned()
         return written
+
+    def _remove_abandoned(self) -> None:
+        """Remove the staging of the date's runs that can no longer resume (the publisher holds the lease)."""
+        try:
+            for run_id in abandoned_runs(self.root, self.snapshot_date):
+                LOG.info("removing the staging of run %s: it can no longer resume", run_id)
+                remove_staged_run(self.root, self.snapshot_date, run_id)
+        except DatasetError as error:  # tidying up must not fail a published run
+            LOG.warning("could not remove abandoned staging: %s", error)
 
     def _check_staged(self, units: Sequence[str], expected: Mapping[str, Mapping[str, int]]) -> None:
         """DatasetError unless the staged units, and their rows, are exactly what the run believes it staged."""
@@ -618,6 +628,55 @@ def unfinished_runs(root: str, snapshot_date: date | None = None) -> list[dict[s
                 _exists(filesystem, f"{base}/{STAGING_DIR}/{day}/{document.get('run_id')}"):
             unfinished.append(document)
     return sorted(unfinished, key=lambda doc: str(doc.get("started_at", "")), reverse=True)
+
+
+def staged_dates(root: str) -> list[date]:
+    """The snapshot dates with a staging directory under ``root``, ascending."""
+    filesystem, base = open_filesystem(root)
+    try:
+        listing = filesystem.get_file_info(pafs.FileSelector(f"{base}/{STAGING_DIR}", allow_not_found=True))
+    except STORAGE_ERRORS as error:
+        raise DatasetError(f"cannot list the staging directory under {root}: {error}") from error
+    dates = []
+    for info in listing:
+        with contextlib.suppress(ValueError):
+            if info.type == pafs.FileType.Directory:
+                dates.append(date.fromisoformat(info.base_name))
+    return sorted(dates)
+
+
+def abandoned_runs(root: str, snapshot_date: date) -> list[str]:
+    """Run ids staged for ``snapshot_date`` that will never be resumed or published: every staged run but the
+    one a plain run of the date would resume and the sharded runs not published yet (``consolidate``).
+
+    Call it under the date's lease: a live run's staging is not abandoned.
+    """
+    filesystem, base = open_filesystem(root)
+    day = f"{base}/{STAGING_DIR}/{snapshot_date.isoformat()}"
+    try:
+        listing = filesystem.get_file_info(pafs.FileSelector(day, allow_not_found=True))
+        sharded = set(_subdirectories_holding(filesystem, day, SHARDS_DIR, pafs.FileType.Directory))
+    except STORAGE_ERRORS as error:
+        raise DatasetError(f"cannot list the staged runs of {snapshot_date} under {root}: {error}") from error
+    staged = sorted(info.base_name for info in listing if info.type == pafs.FileType.Directory)
+    manifests = {str(document.get("run_id")): document for document in _all_manifests(filesystem, base, root)}
+    resumable = {str(document["run_id"]) for document in unfinished_runs(root, snapshot_date)[:1]}
+    done = (PUBLISHED, SUPERSEDED)
+    return [run_id for run_id in staged if run_id not in resumable
+            and not (run_id in sharded and (manifests.get(run_id) or {}).get("status") not in done)]
+
+
+def remove_staged_run(root: str, snapshot_date: date, run_id: str) -> None:
+    """Delete run ``run_id``'s staging directory of ``snapshot_date`` (and the date's, once empty)."""
+    filesystem, base = open_filesystem(root)
+    day = f"{base}/{STAGING_DIR}/{snapshot_date.isoformat()}"
+    try:
+        if _exists(filesystem, f"{day}/{validate_run_id(run_id)}"):
+            filesystem.delete_dir(f"{day}/{run_id}")
+        if _exists(filesystem, day) and not filesystem.get_file_info(pafs.FileSelector(day)):
+            filesystem.delete_dir(day)
+    except STORAGE_ERRORS as error:
+        raise DatasetError(f"cannot remove the staging of run {run_id}: {error}") from error
 
 
 def sharded_runs(root: str, snapshot_date: date) -> list[str]:

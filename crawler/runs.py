@@ -20,9 +20,19 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from crawler.config import config_digest
-from crawler.dataset import PUBLISHED, DatasetError, lease_store, read_manifest, staged_run_date, unfinished_runs
+from crawler.dataset import (
+    PUBLISHED,
+    DatasetError,
+    abandoned_runs,
+    lease_store,
+    read_manifest,
+    remove_staged_run,
+    staged_dates,
+    staged_run_date,
+    unfinished_runs,
+)
 from crawler.errors import UsageError
-from crawler.lease import WHOLE_RUN, Lease, acquire_lease
+from crawler.lease import WHOLE_RUN, Lease, LeaseHeld, acquire_lease
 from crawler.run_rows import SUPERSEDED
 from crawler.settings import Config
 from crawler.shards import Shard, default_run_id
@@ -153,3 +163,35 @@ def refuse_published(root: str, run_id: str) -> None:
     if status in (PUBLISHED, SUPERSEDED):
         raise UsageError(f"run {run_id} under {root} is already published: crawl again under another run id "
                          "(--run-id)")
+
+
+@dataclass(frozen=True)
+class PrunedRun:
+    """A staged run ``prune_staging`` looked at: removed, or why not."""
+
+    snapshot_date: date
+    run_id: str | None
+    outcome: str
+
+
+def prune_staging(root: str, dry_run: bool = False) -> list[PrunedRun]:
+    """Remove the staging of runs that will never resume or publish, date by date, under each date's lease.
+
+    Kept: the run a plain run of the date would resume, and sharded runs not published yet. A date
+    whose lease a live run holds is skipped (and said so). With ``dry_run``, only lists them.
+    """
+    pruned = []
+    for day in staged_dates(root):
+        try:
+            lease = acquire_lease(lease_store(root, day), day)
+        except LeaseHeld as error:
+            pruned.append(PrunedRun(day, None, f"skipped: {error}"))
+            continue
+        try:
+            for run_id in abandoned_runs(root, day):
+                if not dry_run:
+                    remove_staged_run(root, day, run_id)
+                pruned.append(PrunedRun(day, run_id, "would remove" if dry_run else "removed"))
+        finally:
+            lease.release()
+    return pruned

@@ -45,7 +45,8 @@ def commands() -> dict[str, object]:
     return dict(action.choices)
 
 
-@pytest.mark.parametrize("name", ["validate", "accounts", "run", "consolidate", "demo", "verify", "report", "sim"])
+@pytest.mark.parametrize("name", ["validate", "accounts", "run", "consolidate", "prune", "demo", "verify", "report",
+                                  "sim"])
 def test_every_command_is_documented_with_an_example(name: str) -> None:
     command = commands()[name]
     text = command.format_help()  # type: ignore[attr-defined]

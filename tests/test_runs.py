@@ -86,3 +86,69 @@ def test_a_resumed_run_keeps_finished_accounts_and_retries_failed_ones(crawl_org
         "a staged account is not crawled again"
     outcomes = {row["account_id"]: row["outcome"] for row in read_rows(tmp_path, "accounts")}
     assert outcomes == dict.fromkeys(accounts, "ok")
+
+
+# -- abandoned staging --------------------------------------------------------------------------------
+def staged_run_ids(root: Path, day: datetime) -> list[str]:
+    return sorted(path.name for path in (root / "_staging" / day.date().isoformat()).glob("*"))
+
+
+def leave_staging(tmp_path: Path) -> Config:
+    """Staging of DAY_TWO: two unfinished runs (the newer resumable), a sharded run waiting for consolidate,
+    a directory without a manifest; and a staged run of DAY_ONE that a later publish made stale."""
+    config = Config(output=OutputSettings(path=str(tmp_path)))
+    unfinished(config, "older", DAY_TWO.replace(hour=1))
+    unfinished(config, "newer", DAY_TWO.replace(hour=2))
+    sharded = Dataset(str(tmp_path), DAY_TWO.date(), "array-1", config.output)
+    sharded.record_shard("0-of-2", {"status": "done"})
+    Dataset(str(tmp_path), DAY_TWO.date(), "orphan", config.output).stage("001234567000", {"accounts": []})
+    published = Dataset(str(tmp_path), DAY_ONE.date(), "later", config.output)
+    published.publish({"started_at": DAY_ONE.replace(minute=55).isoformat()})
+    unfinished(config, "stale", DAY_ONE)  # started before "later", left behind by a crash
+    return config
+
+
+def test_prune_removes_only_the_staging_that_can_never_resume(tmp_path: Path) -> None:
+    from crawler.runs import prune_staging
+
+    leave_staging(tmp_path)
+
+    listed = prune_staging(str(tmp_path), dry_run=True)
+    assert staged_run_ids(tmp_path, DAY_TWO) == ["array-1", "newer", "older", "orphan"], "a dry run removes nothing"
+    pruned = prune_staging(str(tmp_path))
+
+    assert [(item.snapshot_date, item.run_id, item.outcome) for item in pruned] == [
+        (DAY_ONE.date(), "stale", "removed"), (DAY_TWO.date(), "older", "removed"),
+        (DAY_TWO.date(), "orphan", "removed")]
+    assert [item.run_id for item in listed] == [item.run_id for item in pruned]
+    assert staged_run_ids(tmp_path, DAY_TWO) == ["array-1", "newer"]
+    assert not (tmp_path / "_staging" / DAY_ONE.date().isoformat()).exists()
+    assert plan_run(Config(output=OutputSettings(path=str(tmp_path))), now=DAY_TWO.replace(hour=3)).run_id == "newer"
+
+
+def test_prune_skips_a_date_a_live_run_is_writing(tmp_path: Path) -> None:
+    from crawler.dataset import lease_store
+    from crawler.lease import acquire_lease
+    from crawler.runs import prune_staging
+
+    leave_staging(tmp_path)
+    lease = acquire_lease(lease_store(str(tmp_path), DAY_TWO.date()), DAY_TWO.date())
+
+    pruned = prune_staging(str(tmp_path))
+
+    assert [item.run_id for item in pruned if item.snapshot_date == DAY_TWO.date()] == [None]
+    assert "skipped: snapshot 2026-11-30 is being written" in pruned[-1].outcome
+    assert staged_run_ids(tmp_path, DAY_TWO) == ["array-1", "newer", "older", "orphan"]
+    lease.release()
+
+
+def test_a_publish_removes_the_staging_of_its_date_that_can_no_longer_resume(crawl_org, tmp_path: Path) -> None:
+    crawl_org(OrgSpec(accounts=2, entities=8, seed=3))
+    config = crawl_config(tmp_path, DAY_TWO.date())
+    unfinished(config, "abandoned", DAY_TWO.replace(hour=0, minute=1))
+    other = replace(config, entities=replace(config.entities, aws_managed_policies=True))
+
+    summary = run_crawl(other)  # another configuration: ignores "abandoned", crawls anew, publishes
+
+    assert summary.run_id != "abandoned" and not summary.resumed
+    assert not (tmp_path / "_staging").exists() or staged_run_ids(tmp_path, DAY_TWO) == []
