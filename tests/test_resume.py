@@ -136,7 +136,11 @@ def test_killed_at_random_points_then_resumed_equals_uninterrupted(simulator: di
     done = finish_crawl(simulator, config, output, "--resume")
     assert done.returncode == 0, done.stderr
     assert kills >= 3, "the crawl should have been killed several times"
-    assert snapshot(output) == reference
+    tables, expected = dict(zip(schema.TABLES, snapshot(output), strict=True)), dict(zip(schema.TABLES, reference,
+                                                                                          strict=True))
+    assert {**tables, "crawl_runs": []} == {**expected, "crawl_runs": []}
+    # the last crawl may have published the date again: crawl_runs then lists the earlier publish too
+    assert [row for row in tables["crawl_runs"] if row["status"] == "published"] == expected["crawl_runs"]
     published = [path for path in (output / "runs").glob("*.json")
                  if read_manifest(str(output), path.stem)["status"] == "published"]
     assert len(published) >= 1

@@ -25,10 +25,10 @@ from crawler.rows import (
     service_rows,
     utc,
 )
-from crawler.schema import PARTITION_COLUMN, TABLES
+from crawler.schema import PARTITION_COLUMN, RUN_TABLES, TABLES
 
 #: The tables an account's rows fill (the Organizations view belongs to the run: crawler.orgaccess).
-ACCOUNT_TABLES = set(TABLES) - {"organizations_access"}
+ACCOUNT_TABLES = set(TABLES) - {"organizations_access"} - RUN_TABLES
 
 PLUS_TWO = timezone(timedelta(hours=2))
 ACCOUNT_ID = "000123456789"
