@@ -34,6 +34,9 @@ class AccountFaults:
     ``throttle_storm_seconds`` throttles every IAM call for that long after the account's
     first IAM call. ``session_seconds`` shortens assumed-role sessions into the account,
     which the simulator then rejects with ``ExpiredToken`` once expired.
+    ``other_session_job_error`` is what reading a job (or Organizations report) made by another
+    role session answers: ``NoSuchEntity``, ``AccessDenied`` or ``InvalidInput`` (real IAM's
+    answer varies).
     """
 
     iam_rate: float | None = None
@@ -51,6 +54,7 @@ class AccountFaults:
     deny_assume_role: bool = False
     throttle_storm_seconds: float = 0.0
     session_seconds: int | None = None
+    other_session_job_error: str = "NoSuchEntity"
     operations: dict[str, RequestFaults] = field(default_factory=dict)
 
     def request_fault(self, name: str, operation: str) -> float:
