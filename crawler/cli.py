@@ -337,6 +337,8 @@ def _add_sim(commands: argparse._SubParsersAction) -> None:
     faults = serve.add_argument_group("faults (every account)")
     faults.add_argument("--rate", type=_positive, help="IAM requests per second per account before Throttling")
     faults.add_argument("--burst", type=_positive, help="IAM token-bucket size (default: the rate)")
+    faults.add_argument("--organizations-rate", type=_positive,
+                        help="AWS Organizations requests per second before TooManyRequestsException")
     faults.add_argument("--latency-ms", type=_non_negative, default=0.0, help="added latency per call")
     faults.add_argument("--job-seconds", type=_non_negative, default=0.0,
                         help="how long an access-advisor job stays IN_PROGRESS")
@@ -374,7 +376,8 @@ def _run_sim_serve(args: argparse.Namespace) -> int:
     spec = OrgSpec(accounts=args.accounts, entities=args.entities, seed=args.seed,
                    accounts_without_crawler_role=args.accounts_without_role, external_id=args.external_id)
     faults = FaultPlan(default=AccountFaults(
-        iam_rate=args.rate, iam_burst=args.burst, latency_ms=args.latency_ms, job_seconds=args.job_seconds,
+        iam_rate=args.rate, iam_burst=args.burst, organizations_rate=args.organizations_rate,
+        latency_ms=args.latency_ms, job_seconds=args.job_seconds,
         job_failure_rate=args.job_failure_rate, stuck_job_rate=args.stuck_job_rate,
         deleted_entity_rate=args.deleted_entity_rate, error_rate=args.error_rate, drop_rate=args.drop_rate,
         throttle_rate=args.throttle_rate, session_seconds=args.session_seconds,

@@ -30,7 +30,9 @@ class AccountFaults:
     """Everything that can go wrong in one account.
 
     ``iam_rate`` is the account's IAM request rate (requests per second, token bucket of
-    ``iam_burst`` tokens); requests beyond it are answered ``Throttling``.
+    ``iam_burst`` tokens); requests beyond it are answered ``Throttling``. ``organizations_rate``
+    and ``organizations_burst`` do the same for the account's AWS Organizations requests (those of
+    the management account, in practice), answered ``TooManyRequestsException``.
     ``throttle_storm_seconds`` throttles every IAM call for that long after the account's
     first IAM call. ``session_seconds`` shortens assumed-role sessions into the account,
     which the simulator then rejects with ``ExpiredToken`` once expired.
@@ -41,6 +43,8 @@ class AccountFaults:
 
     iam_rate: float | None = None
     iam_burst: float | None = None
+    organizations_rate: float | None = None
+    organizations_burst: float | None = None
     latency_ms: float = 0.0
     error_rate: float = 0.0
     throttle_rate: float = 0.0
