@@ -5,7 +5,8 @@ for later entities while earlier ones run, and reads the job whose next check is
 Every expected AWS answer becomes data in an :class:`EntityOutcome`, never an exception:
 NoSuchEntity on generate = the entity was deleted; FAILED = retried, then failed; still
 IN_PROGRESS after the timeout = timed out. A JobId is bound to the role session that made
-it, so a job made before a credential renewal is generated again, not read.
+it, so a job made before a credential renewal is generated again, not read (and so is one whose
+read failed, whatever the error, once the credentials were renewed since it was made).
 """
 from __future__ import annotations
 
@@ -22,9 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from crawler.calls import ANSWER_ERRORS, AccountCalls, MalformedAnswer, marker_pages
+from crawler.calls import ANSWER_ERRORS, AccountCalls, MalformedAnswer, SessionLost, marker_pages, read_job
 from crawler.inventory import Entity
 from crawler.progress import Progress
 from crawler.sessions import AWS_ERRORS, error_code, error_message
@@ -35,7 +34,8 @@ log = logging.getLogger(__name__)
 COMPLETED, FAILED, TIMED_OUT, DELETED, SKIPPED = "completed", "failed", "timed_out", "deleted", "skipped"
 #: ListPoliciesGrantingServiceAccess takes at most this many namespaces per call.
 NAMESPACES_PER_CALL = 200
-#: A job that vanished (NoSuchEntity on read) is generated again at most this often.
+#: A job lost to another session (NoSuchEntity on read, or any error once the credentials were
+#: renewed since it was made) is generated again at most this often.
 MAX_LOST_JOBS = 3
 #: How the wait before a job's first read moves after that read found it done, or running.
 FIRST_READ_SHRINK = 0.98
@@ -78,10 +78,6 @@ class EntityOutcome:
         self.outcome = outcome
         self.failures.append(Failure(stage, code, message, self.attempts, self.entity.arn))
         return self
-
-
-class _SessionLost(Exception):
-    """The job can no longer be read in this session: generate it again."""
 
 
 @dataclass
@@ -253,26 +249,18 @@ class AccountAdvisor:
                 self._still_running(job, active)
             else:
                 raise MalformedAnswer(f"job {job.job_id} has no valid JobStatus ({status!r})")
-        except _SessionLost:
+        except SessionLost as lost:
             job.lost += 1
             if job.lost > MAX_LOST_JOBS:
-                self._finish(job, code="NoSuchEntity", message="the job vanished before it could be read")
+                self._finish(job, code=lost.code, message=lost.message)
             else:
                 self._retry(job, active)
         except ANSWER_ERRORS as error:
             self._finish(job, code=error_code(error), message=error_message(error))
 
     def _read(self, operation: str, job: _Job, **arguments: Any) -> dict[str, Any]:
-        """Read a job; NoSuchEntity on a JobId means it was made by another session."""
-        try:
-            answer = self.calls(operation, **arguments)
-        except ClientError as error:
-            if error_code(error) == "NoSuchEntity":
-                raise _SessionLost() from error
-            raise
-        if job.generation != self.calls.generation:
-            raise _SessionLost()
-        return answer
+        """Read a job (SessionLost: it was made by another session, see :func:`read_job`)."""
+        return read_job(self.calls, job.generation, operation, **arguments)
 
     def _still_running(self, job: _Job, active: list[_Job]) -> None:
         now = self.clock()

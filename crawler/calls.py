@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from crawler.progress import Progress
 from crawler.ratelimit import RateLimiter
-from crawler.sessions import AWS_ERRORS, AccountSession, error_code
+from crawler.sessions import AWS_ERRORS, AccountSession, error_code, error_message
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,36 @@ def marker_pages(call: Callable[..., dict[str, Any]], operation: str, first: dic
             raise MalformedAnswer(f"{operation} repeated a Marker")
         seen.add(marker)
         page = call(operation, **arguments, Marker=marker)
+
+
+class SessionLost(Exception):
+    """A job (or report) was made by an earlier role session and cannot be read in this one:
+    generate it again. Carries what the read answered, recorded if that happens too often."""
+
+    def __init__(self, code: str = "NoSuchEntity",
+                 message: str = "made by an earlier role session, it cannot be read in this one") -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def read_job(calls: AccountCalls, generation: int, operation: str, **arguments: Any) -> dict[str, Any]:
+    """Call ``operation`` to read a job made in credential ``generation``; SessionLost when it
+    cannot be read in this session.
+
+    NoSuchEntity on a JobId means another session made it, and so does any error once the
+    credentials were renewed since the job was made: IAM answers a JobId of an older session with
+    AccessDenied or InvalidInput too (and the renewal may have happened in this very read, after
+    ExpiredToken).
+    """
+    try:
+        answer = calls(operation, **arguments)
+    except AWS_ERRORS as error:
+        if error_code(error) == "NoSuchEntity" or generation != calls.generation:
+            raise SessionLost(error_code(error), error_message(error)) from error
+        raise
+    if generation != calls.generation:
+        raise SessionLost()
+    return answer
 
 
 class AccountCalls:

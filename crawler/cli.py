@@ -394,6 +394,8 @@ def _add_sim(commands: argparse._SubParsersAction) -> None:
     faults = serve.add_argument_group("faults (every account)")
     faults.add_argument("--rate", type=_positive, help="IAM requests per second per account before Throttling")
     faults.add_argument("--burst", type=_positive, help="IAM token-bucket size (default: the rate)")
+    faults.add_argument("--organizations-rate", type=_positive,
+                        help="AWS Organizations requests per second before TooManyRequestsException")
     faults.add_argument("--latency-ms", type=_non_negative, default=0.0, help="added latency per call")
     faults.add_argument("--job-seconds", type=_non_negative, default=0.0,
                         help="how long an access-advisor job stays IN_PROGRESS")
@@ -409,6 +411,9 @@ def _add_sim(commands: argparse._SubParsersAction) -> None:
                         help="fraction of calls throttled at random")
     faults.add_argument("--session-seconds", type=_session_seconds,
                         help="lifetime of assumed-role sessions in seconds (1-43200)")
+    faults.add_argument("--other-session-job-error", choices=("NoSuchEntity", "AccessDenied", "InvalidInput"),
+                        default="NoSuchEntity", help="what reading a job made by another role session answers "
+                        "(default NoSuchEntity; real IAM's answer varies)")
     faults.add_argument("--no-empty-pages", action="store_true",
                         help="do not return empty Organizations pages while NextToken is set")
     faults.add_argument("--no-account-paths", action="store_true", help="leave Paths out of account listings")
@@ -428,10 +433,12 @@ def _run_sim_serve(args: argparse.Namespace) -> int:
     spec = OrgSpec(accounts=args.accounts, entities=args.entities, seed=args.seed,
                    accounts_without_crawler_role=args.accounts_without_role, external_id=args.external_id)
     faults = FaultPlan(default=AccountFaults(
-        iam_rate=args.rate, iam_burst=args.burst, latency_ms=args.latency_ms, job_seconds=args.job_seconds,
+        iam_rate=args.rate, iam_burst=args.burst, organizations_rate=args.organizations_rate,
+        latency_ms=args.latency_ms, job_seconds=args.job_seconds,
         job_failure_rate=args.job_failure_rate, stuck_job_rate=args.stuck_job_rate,
         deleted_entity_rate=args.deleted_entity_rate, error_rate=args.error_rate, drop_rate=args.drop_rate,
-        throttle_rate=args.throttle_rate, session_seconds=args.session_seconds))
+        throttle_rate=args.throttle_rate, session_seconds=args.session_seconds,
+        other_session_job_error=args.other_session_job_error))
     return serve_forever(spec, faults, args.port, empty_pages=not args.no_empty_pages,
                          account_paths=not args.no_account_paths, truth_dir=args.truth,
                          aws_config_dir=args.aws_config, stats_path=args.stats)

@@ -6,7 +6,7 @@ OU, every selected account) and, with ``per_policy``, one more per SCP attached 
 target (found with one ListTargetsForPolicy per SCP). Several reports run at once;
 ``ReportGenerationLimitExceeded`` means "wait for one to finish and ask again". Like an entity's
 job, a report's JobId can be read only by the role session that generated it: a report
-outstanding when the credentials were renewed is generated again.
+outstanding when the credentials were renewed is generated again (whatever its read answered).
 
 The edge (:func:`list_policies`, :class:`ReportRunner`) calls AWS; the middle (:func:`list_targets`
 from the tree discovery walked, :func:`plan_reports`, :func:`organizations_access_tables`) is pure. Every
@@ -23,10 +23,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from crawler.advisor import Failure
-from crawler.calls import ANSWER_ERRORS, AccountCalls, MalformedAnswer, marker_pages
+from crawler.calls import ANSWER_ERRORS, AccountCalls, MalformedAnswer, SessionLost, marker_pages, read_job
 from crawler.organizations import (
     PAGE_SIZE,
     Account,
@@ -47,7 +45,8 @@ STAGE = "organizations_access"
 ROOT, ORGANIZATIONAL_UNIT, ACCOUNT = "ROOT", "ORGANIZATIONAL_UNIT", "ACCOUNT"
 LIMIT_EXCEEDED = "ReportGenerationLimitExceeded"
 SCP_FILTER = "SERVICE_CONTROL_POLICY"
-#: A report that vanished (NoSuchEntity on read) is generated again at most this often.
+#: A report lost to another session (NoSuchEntity on read, or any error once the credentials were
+#: renewed since it was made) is generated again at most this often.
 MAX_LOST_REPORTS = 3
 COMPLETED, FAILED, SKIPPED = "completed", "failed", "skipped"
 
@@ -213,10 +212,6 @@ def plan_reports(targets: Sequence[Target], policies: dict[str, list[Policy]]) -
 
 
 # -- the reports: get -------------------------------------------------------------------------------
-class _SessionLost(Exception):
-    """The report was made by an earlier role session: generate it again."""
-
-
 class ReportRunner:
     """Runs reports in one account session: ``window`` at once, each read when it is due."""
 
@@ -294,28 +289,21 @@ class ReportRunner:
                 self._still_running(report, running)
             else:
                 raise MalformedAnswer(f"report {report.job_id} has no valid JobStatus ({status!r})")
-        except _SessionLost:
+        except SessionLost as lost:
             report.lost += 1
             if report.lost > MAX_LOST_REPORTS:
-                report.fail("NoSuchEntity", "the report vanished before it could be read")
+                report.fail(lost.code, lost.message)
             else:
                 waiting.appendleft(report)
         except ANSWER_ERRORS as error:
             report.fail(error_code(error), error_message(error))
 
     def _read(self, report: Report, **arguments: Any) -> dict[str, Any]:
-        """A page of the report; NoSuchEntity or new credentials mean another session made it."""
+        """A page of the report; SessionLost when another session made it (new credentials since,
+        see :func:`read_job`)."""
         if report.generation != self.calls.generation:
-            raise _SessionLost()
-        try:
-            answer = self.calls("get_organizations_access_report", **arguments)
-        except ClientError as error:
-            if error_code(error) == "NoSuchEntity":
-                raise _SessionLost() from error
-            raise
-        if report.generation != self.calls.generation:
-            raise _SessionLost()
-        return answer
+            raise SessionLost()
+        return read_job(self.calls, report.generation, "get_organizations_access_report", **arguments)
 
     def _collect(self, report: Report, first: dict[str, Any]) -> None:
         if first.get("JobCompletionDate") is None:

@@ -109,6 +109,27 @@ def test_failed_jobs_are_generated_again_within_the_retry_budget(crawl_org, tmp_
     assert all(outcome.attempts == 7 and outcome.failures[-1].code == "ServiceFailure" for outcome in failed)
 
 
+def test_jobs_made_before_a_renewal_are_generated_again_when_their_read_is_denied(crawl_org, tmp_path: Path) -> None:
+    """Sessions of 3 s renew during the jobs; IAM answers AccessDenied (not NoSuchEntity) to a read of
+    a job made by the previous session, as it sometimes does: the job is generated again, none fails."""
+    sim = crawl_org(SPEC, FaultPlan.uniform(session_seconds=3, job_seconds=1.5, other_session_job_error="AccessDenied"))
+    account_id = sim.member_account_ids[0]
+    settings = AdvisorSettings(poll_interval_seconds=0.1, max_poll_interval_seconds=0.5)
+
+    outcomes, counters = advise(sim, tmp_path, account_id, settings)
+
+    assert [outcome.failures for outcome in outcomes if outcome.outcome != COMPLETED] == []
+    assert max(outcome.attempts for outcome in outcomes) > 1
+    assert any(event.kind == "other_session_job" for event in sim.state.events)
+    got = [{"entity_arn": o.entity.arn, "service_namespace": s["ServiceNamespace"],
+            "last_authenticated": s.get("LastAuthenticated"),
+            "last_authenticated_entity": s.get("LastAuthenticatedEntity"),
+            "total_authenticated_entities": s.get("TotalAuthenticatedEntities")} for o in outcomes for s in o.services]
+    expected = [row for row in sim.service_rows() if row["account_id"] == account_id]
+    assert project(got, COLUMNS) == project(expected, COLUMNS)
+    assert counters.get("jobs_in_flight", 0) == 0
+
+
 def test_nothing_is_read_after_a_stop(crawl_org, tmp_path: Path) -> None:
     import threading
 

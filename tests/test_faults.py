@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -44,6 +45,23 @@ def test_organizations_throttling_during_discovery_is_retried(crawl_org, tmp_pat
     summary = run_crawl(crawl_config(tmp_path, concurrency=ConcurrencySettings(max_attempts=10)))
     assert summary.complete and sim.state.throttled[sim.management_account_id] > 0
     assert {row["account_id"] for row in read_rows(tmp_path, "accounts")} == crawlable(sim)
+
+
+@pytest.mark.parametrize("answer", ["AccessDenied", "InvalidInput"])
+def test_jobs_of_an_expired_session_are_generated_again_whatever_iam_answers(crawl_org, tmp_path: Path,
+                                                                             answer: str) -> None:
+    """Sessions of 3 s expire several times during the crawl. IAM may answer a read of a job made by
+    the previous session with another error than NoSuchEntity: the job is generated again all the same."""
+    sim = crawl_org(SPEC, FaultPlan.uniform(session_seconds=3, job_seconds=1.5, other_session_job_error=answer))
+
+    summary = run_crawl(crawl_config(tmp_path))
+
+    assert summary.complete, read_rows(tmp_path, "errors")
+    assert_equals_truth(sim, tmp_path, crawlable(sim))
+    sessions = Counter(session.account_id for session in sim.state.sessions.values())
+    assert all(sessions[account_id] >= 2 for account_id in crawlable(sim)), "every account's session was renewed"
+    assert any(event.kind == "other_session_job" for event in sim.state.events), "old jobs were read"
+    assert max(row["job_attempts"] for row in read_rows(tmp_path, "entities")) > 1
 
 
 def test_assume_role_denied_by_policy_is_recorded_per_account(crawl_org, tmp_path: Path) -> None:

@@ -240,6 +240,23 @@ def test_reports_outstanding_when_the_credentials_are_renewed_are_generated_agai
     assert project(rows, COMPARED) == truth(sim, list(sim.catalog.namespaces), target_paths(sim))
 
 
+def test_reports_of_an_expired_session_are_generated_again_when_their_read_is_denied(
+        crawl_org: Callable[..., SimulatedOrganization], tmp_path: Path) -> None:
+    """Sessions of 3 s expire several times while reports run, and IAM answers a read of a report of
+    the previous session with AccessDenied, not NoSuchEntity: the report is generated again all the same."""
+    sim = crawl_org(SPEC)
+    faults = sim.faults.account(sim.management_account_id)
+    faults.session_seconds, faults.job_seconds, faults.other_session_job_error = 3, 0.5, "AccessDenied"
+
+    summary, rows, errors = crawl(sim, view_config(tmp_path))
+
+    assert view_errors(errors) == [] and summary.complete
+    assert project(rows, COMPARED) == truth(sim, list(sim.catalog.namespaces), target_paths(sim))
+    assert calls(sim, GENERATE) > len(target_paths(sim))
+    assert any(event.operation == "GetOrganizationsAccessReport" for event in sim.state.events
+               if event.kind == "other_session_job"), "reports of an old session were read"
+
+
 def test_a_staged_view_is_kept_for_the_resumed_run(sim: SimulatedOrganization, tmp_path: Path) -> None:
     dataset = Dataset(str(tmp_path), date(2026, 11, 30), "run-1", OutputSettings())
     dataset.stage(RUN_UNIT, {"organizations_access": [], "errors": []}, {"unit": RUN_UNIT, "errors": 0})

@@ -26,6 +26,8 @@ ARN_PATTERN = re.compile(r"^arn:(?P<partition>aws[\w-]*):iam::(?P<account>\d{12}
 ENTITY_TYPES = {"user": "USER", "role": "ROLE", "group": "GROUP", "policy": "POLICY"}
 MAX_NAMESPACES = 200
 POLICIES_PAGE = 50
+#: The HTTP status of each answer a read of another session's job can get.
+OTHER_SESSION_STATUS = {"NoSuchEntity": 404, "AccessDenied": 403, "InvalidInput": 400}
 
 
 @dataclass
@@ -219,12 +221,28 @@ def delete_entity(iam: IAMBackend, arn: str) -> bool:
 
 # -- reading jobs --------------------------------------------------------------------------
 def find_job(response: Any, state: SimState, kind: str) -> Job:
-    """The caller's job: a job made by another STS session is as good as unknown."""
+    """The caller's job; a job made by another STS session cannot be read (see :func:`other_session`)."""
     job_id = response._get_param("JobId")
     job = state.jobs.get(job_id)
-    if job is None or job.kind != kind or job.session_key != response.get_access_key():
+    if job is None or job.kind != kind:
         raise no_such_entity(f"Job {job_id} was not found in this session.")
+    if job.session_key != response.get_access_key():
+        raise other_session(response, state, job_id)
     return job
+
+
+def other_session(response: Any, state: SimState, job_id: str) -> SimError:
+    """What reading a job of another STS session answers: the caller's account's
+    ``other_session_job_error`` (NoSuchEntity unless a test asks for another answer)."""
+    account_id, action = response.current_account, response._get_action()
+    state.record("other_session_job", account_id, action, job_id)
+    code = state.faults.for_account(account_id).other_session_job_error
+    if code == "NoSuchEntity":
+        return no_such_entity(f"Job {job_id} was not found in this session.")
+    session = state.sessions.get(response.get_access_key())
+    caller = session.arn if session else response.current_account
+    return SimError(code, f"User: {caller} is not authorized to perform: iam:{action} "
+                    f"on job {job_id}", OTHER_SESSION_STATUS.get(code, 400))
 
 
 def get_service_last_accessed_details(response: Any, state: SimState) -> dict[str, Any]:

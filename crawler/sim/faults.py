@@ -30,14 +30,21 @@ class AccountFaults:
     """Everything that can go wrong in one account.
 
     ``iam_rate`` is the account's IAM request rate (requests per second, token bucket of
-    ``iam_burst`` tokens); requests beyond it are answered ``Throttling``.
+    ``iam_burst`` tokens); requests beyond it are answered ``Throttling``. ``organizations_rate``
+    and ``organizations_burst`` do the same for the account's AWS Organizations requests (those of
+    the management account, in practice), answered ``TooManyRequestsException``.
     ``throttle_storm_seconds`` throttles every IAM call for that long after the account's
     first IAM call. ``session_seconds`` shortens assumed-role sessions into the account,
     which the simulator then rejects with ``ExpiredToken`` once expired.
+    ``other_session_job_error`` is what reading a job (or Organizations report) made by another
+    role session answers: ``NoSuchEntity``, ``AccessDenied`` or ``InvalidInput`` (real IAM's
+    answer varies).
     """
 
     iam_rate: float | None = None
     iam_burst: float | None = None
+    organizations_rate: float | None = None
+    organizations_burst: float | None = None
     latency_ms: float = 0.0
     error_rate: float = 0.0
     throttle_rate: float = 0.0
@@ -51,6 +58,7 @@ class AccountFaults:
     deny_assume_role: bool = False
     throttle_storm_seconds: float = 0.0
     session_seconds: int | None = None
+    other_session_job_error: str = "NoSuchEntity"
     operations: dict[str, RequestFaults] = field(default_factory=dict)
 
     def request_fault(self, name: str, operation: str) -> float:

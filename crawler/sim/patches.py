@@ -157,9 +157,7 @@ def _inject_faults(state: SimState, service: str, operation: str, account: str, 
     latency = faults.request_fault("latency_ms", operation)
     if latency:
         time.sleep(latency / 1000)
-    throttled = (state.iam_throttled(account, operation) if service == "iam"
-                 else state.roll() < faults.request_fault("throttle_rate", operation))
-    if throttled:
+    if _throttled(state, service, account, operation):
         state.throttled[account] += 1
         state.record("throttled", account, operation)
         raise SimError(*THROTTLE_ERRORS[service], 400)
@@ -170,6 +168,15 @@ def _inject_faults(state: SimState, service: str, operation: str, account: str, 
         state.record("malformed", account, operation)
         return True
     return False
+
+
+def _throttled(state: SimState, service: str, account: str, operation: str) -> bool:
+    """Whether the request is throttled: beyond the account's IAM or Organizations rate, or by chance."""
+    if service == "iam":
+        return state.iam_throttled(account, operation)
+    if service == "organizations":
+        return state.organizations_throttled(account, operation)
+    return state.roll() < state.faults.for_account(account).request_fault("throttle_rate", operation)
 
 
 def render_error(service: str, error: SimError) -> tuple[int, dict[str, str], str]:

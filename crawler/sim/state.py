@@ -119,7 +119,8 @@ class SimState:
         self.calls: Counter[tuple[str, str]] = Counter()
         self.requests: Counter[Request] = Counter()
         self.throttled: Counter[str] = Counter()
-        self._buckets: dict[str, TokenBucket] = {}
+        #: Token buckets by (service, account).
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self._first_iam_call: dict[str, float] = {}
         #: IAM requests being served per account now, the most there ever were, and when each
         #: account's first and last IAM requests arrived (monotonic seconds).
@@ -182,16 +183,26 @@ class SimState:
         if faults.throttle_storm_seconds and now - first < faults.throttle_storm_seconds:
             return True
         if faults.iam_rate:
-            bucket = self._bucket(account_id, faults.iam_rate, faults.iam_burst)
+            bucket = self._bucket(("iam", account_id), faults.iam_rate, faults.iam_burst)
             if not bucket.try_take():
                 return True
         return self.roll() < faults.request_fault("throttle_rate", operation)
 
-    def _bucket(self, account_id: str, rate: float, burst: float | None) -> TokenBucket:
+    def organizations_throttled(self, account_id: str, operation: str) -> bool:
+        """Whether this Organizations request exceeds the account's Organizations rate (or is
+        throttled at random by ``throttle_rate``)."""
+        faults = self.faults.for_account(account_id)
+        if faults.organizations_rate:
+            bucket = self._bucket(("organizations", account_id), faults.organizations_rate, faults.organizations_burst)
+            if not bucket.try_take():
+                return True
+        return self.roll() < faults.request_fault("throttle_rate", operation)
+
+    def _bucket(self, key: tuple[str, str], rate: float, burst: float | None) -> TokenBucket:
         with self._counter_lock:
-            bucket = self._buckets.get(account_id)
+            bucket = self._buckets.get(key)
             if bucket is None or bucket.rate != rate:
-                bucket = self._buckets[account_id] = TokenBucket(rate, burst)
+                bucket = self._buckets[key] = TokenBucket(rate, burst)
             return bucket
 
 

@@ -436,6 +436,26 @@ def test_job_is_not_readable_from_another_session(small_org: SimulatedOrganizati
     assert maker.get_service_last_accessed_details(JobId=job_id)["JobStatus"] == "COMPLETED"
 
 
+@pytest.mark.parametrize(("answer", "status"), [("AccessDenied", 403), ("InvalidInput", 400)])
+def test_another_sessions_job_can_answer_another_error(small_org: SimulatedOrganization, member: str,
+                                                       answer: str, status: int) -> None:
+    """Real IAM does not always answer NoSuchEntity for a job of another session: the simulator can
+    answer otherwise, for that case only (an unknown JobId stays NoSuchEntity)."""
+    small_org.faults.account(member).other_session_job_error = answer
+    maker = small_org.assume(member).client("iam")
+    other = small_org.assume(member, session_name="another-session").client("iam")
+    job_id = start_job(maker, small_org.role_arn(member))
+
+    with pytest.raises(ClientError) as raised:
+        other.get_service_last_accessed_details(JobId=job_id)
+    with pytest.raises(ClientError) as unknown:
+        other.get_service_last_accessed_details(JobId="0" * 36)
+
+    assert error_of(raised.value)[:2] == (answer, status)
+    assert error_of(unknown.value)[:2] == ("NoSuchEntity", 404)
+    assert maker.get_service_last_accessed_details(JobId=job_id)["JobStatus"] == "COMPLETED"
+
+
 # -- 6. GetServiceLastAccessedDetailsWithEntities -------------------------------------------------
 def entity_details(iam: Any, job_id: str, namespace: str) -> list[dict[str, Any]]:
     """Every EntityDetailsList item of one service, one item per page."""

@@ -152,7 +152,8 @@ def test_port_in_use_is_a_usage_error() -> None:
 
 @pytest.mark.parametrize("option", [["--rate", "-1"], ["--job-failure-rate", "2"], ["--port", "70000"],
                                     ["--entities", "3"], ["--latency-ms", "soon"],
-                                    ["--session-seconds", "0"], ["--external-id", "x"]])
+                                    ["--session-seconds", "0"], ["--external-id", "x"],
+                                    ["--other-session-job-error", "Throttling"], ["--organizations-rate", "0"]])
 def test_bad_option_is_a_usage_error(option: list[str]) -> None:
     done = run_crawler("sim", "serve", "--port", "0", *option)
     assert done.returncode == 2

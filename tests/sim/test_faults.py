@@ -98,6 +98,20 @@ def timed(call: Callable[[], Any]) -> float:
     return time.monotonic() - started
 
 
+def test_organizations_beyond_its_rate_is_too_many_requests_and_iam_is_not_slowed(make_org) -> None:
+    sim = make_org(faults=FaultPlan.uniform(organizations_rate=2, organizations_burst=3))
+    organizations, iam = sim.client("organizations", config=NO_RETRY), sim.client("iam", config=NO_RETRY)
+
+    started = time.monotonic()
+    outcomes = [outcome(organizations.list_roots) for _ in range(12)]
+    elapsed = time.monotonic() - started
+
+    assert 3 <= outcomes.count("ok") <= 3 + 2 * elapsed + 1
+    assert set(outcomes) == {"ok", "TooManyRequestsException"}
+    assert sim.state.throttled[sim.management_account_id] == outcomes.count("TooManyRequestsException")
+    assert [outcome(iam.list_roles) for _ in range(12)] == ["ok"] * 12
+
+
 def test_latency_delays_every_call(make_org) -> None:
     sim = make_org(faults=FaultPlan.uniform(latency_ms=200))
     iam = sim.client("iam", config=NO_RETRY)
