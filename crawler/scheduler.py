@@ -111,6 +111,10 @@ def run_crawl(config: Config, progress: Progress | None = None, stop: threading.
         organizations = organizations_calls(factory, progress, stop) if config.organization.source != "static" else None
         discovery = discover(config, factory, organizations)
     except DiscoveryError as error:
+        if stop.is_set():  # stopped while Organizations throttled: an interruption, not a failure
+            journal.write({**header, "status": INTERRUPTED, "error": str(error)})
+            raise Interrupted(f"run {plan.run_id} stopped during the discovery of accounts: nothing crawled") \
+                from error
         journal.write({**header, "status": "failed", "error": str(error)})
         raise
     selected = select_accounts(discovery, config.organization)
