@@ -1,9 +1,10 @@
-"""Every AWS call made inside an account goes through one :class:`AccountCalls`.
+"""Every AWS call of the crawl goes through a :class:`PacedCalls`: in an account, one
+:class:`AccountCalls` per account; to AWS Organizations, one :func:`organizations_calls` per crawl.
 
-It takes a token from the account's rate limiter before each attempt (botocore's own retries
-included), tells the limiter about every throttled attempt, and renews expired credentials
-once before giving up. Expected AWS answers (NoSuchEntity, AccessDenied...) come back as
-``ClientError`` for the caller to turn into data.
+It takes a token from its rate limiter before each attempt (botocore's own retries included),
+tells the limiter about every throttled attempt, waits out throttling that outlasts botocore's
+retries, and (in an account) renews expired credentials once before giving up. Expected AWS
+answers (NoSuchEntity, AccessDenied...) come back as ``ClientError`` for the caller to turn into data.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from crawler.progress import Progress
 from crawler.ratelimit import RateLimiter
-from crawler.sessions import AWS_ERRORS, AccountSession, error_code, error_message
+from crawler.sessions import AWS_ERRORS, AccountSession, SessionFactory, error_code, error_message
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,25 @@ def marker_pages(call: Callable[..., dict[str, Any]], operation: str, first: dic
         page = call(operation, **arguments, Marker=marker)
 
 
+def token_pages(call: Callable[..., dict[str, Any]], operation: str, **arguments: Any) -> Iterator[dict[str, Any]]:
+    """Every page of a NextToken-paginated operation (Organizations listings).
+
+    Follows NextToken until it is absent, through empty pages (AWS may answer an empty page
+    while more follow); a NextToken seen twice raises MalformedAnswer instead of looping forever.
+    """
+    page = call(operation, **arguments)
+    seen: set[str] = set()
+    while True:
+        yield page
+        token = page.get("NextToken")
+        if not token:
+            return
+        if token in seen:
+            raise MalformedAnswer(f"{operation} repeated a NextToken")
+        seen.add(token)
+        page = call(operation, **arguments, NextToken=token)
+
+
 class SessionLost(Exception):
     """A job (or report) was made by an earlier role session and cannot be read in this one:
     generate it again. Carries what the read answered, recorded if that happens too often."""
@@ -87,30 +107,31 @@ def read_job(calls: AccountCalls, generation: int, operation: str, **arguments: 
     return answer
 
 
-class AccountCalls:
-    """Rate-limited, throttle-aware calls of one service in one account."""
+class PacedCalls:
+    """Rate-limited, throttle-aware calls through one boto3 client.
 
-    def __init__(self, session: AccountSession, service: str, limiter: RateLimiter,
-                 progress: Progress | None = None, patience: float = 300.0, stop: threading.Event | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.session, self.service, self.limiter, self.progress = session, service, limiter, progress
+    Every attempt (botocore's own retries included) waits for a token of ``limiter``, and every
+    throttled attempt is told to it; Throttling that outlasts botocore's retries is waited out for
+    up to ``patience`` seconds.
+    """
+
+    def __init__(self, client: Any, limiter: RateLimiter, progress: Progress | None = None, patience: float = 300.0,
+                 stop: threading.Event | None = None, clock: Callable[[], float] = time.monotonic,
+                 account_id: str = "-") -> None:
+        self.client, self.limiter, self.progress = client, limiter, progress
         self.patience, self.stop, self.clock = patience, stop or threading.Event(), clock
-        self.account_id = session.account_id
-        self.client = session.client(service)
+        #: For log lines: the account the calls are made in ("-": no account in particular).
+        self.account_id = account_id
         service_id = self.client.meta.service_model.service_id.hyphenize()
         self.client.meta.events.register(f"before-send.{service_id}", self._pace_retry)
         self.client.meta.events.register(f"needs-retry.{service_id}", self._notice_attempt)
 
-    @property
-    def generation(self) -> int:
-        """The credentials' generation (see :class:`crawler.sessions.AccountSession`)."""
-        return self.session.generation
-
     def __call__(self, operation: str, **arguments: Any) -> dict[str, Any]:
         """Call ``operation`` (snake_case boto3 name) once the rate limit allows it.
 
-        Expired credentials are renewed once; Throttling that outlasts botocore's retries is
-        waited out for up to ``throttle_patience_seconds``; anything else is raised.
+        Expired credentials are renewed once (where they can be, see :meth:`_renew`); Throttling
+        that outlasts botocore's retries is waited out for up to ``patience`` seconds; anything
+        else is raised.
         """
         renewed, give_up_at, pause = False, self.clock() + self.patience, PATIENCE_FIRST_PAUSE
         while True:
@@ -119,9 +140,7 @@ class AccountCalls:
                 answer = getattr(self.client, operation)(**arguments)
             except ClientError as error:
                 code = error_code(error)
-                if code in EXPIRED_CODES and not renewed:
-                    log.info("%s: credentials expired, renewing", operation, extra={"account_id": self.account_id})
-                    self.session.renew()
+                if code in EXPIRED_CODES and not renewed and self._renew(operation):
                     renewed = True
                     continue
                 if code in THROTTLING_CODES and self.clock() + pause < give_up_at and not self.stop.is_set():
@@ -133,6 +152,11 @@ class AccountCalls:
                 raise
             self.limiter.succeeded()
             return dict(answer)
+
+    def _renew(self, operation: str) -> bool:
+        """Renew expired credentials; False: these cannot be renewed here (the crawler's own
+        credentials come from botocore's chain, which refreshes them itself)."""
+        return False
 
     def _pace_retry(self, request: Any = None, **_: Any) -> None:
         """botocore's before-send event: a retry (after botocore's own backoff) waits for a token
@@ -154,3 +178,36 @@ class AccountCalls:
                 self.progress.add("throttled")
             log.debug("throttled (%s)", code, extra={"account_id": self.account_id})
         return None
+
+
+class AccountCalls(PacedCalls):
+    """Paced calls of one service in one account, as the crawler's role there: expired
+    credentials are renewed once before giving up."""
+
+    def __init__(self, session: AccountSession, service: str, limiter: RateLimiter,
+                 progress: Progress | None = None, patience: float = 300.0, stop: threading.Event | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.session, self.service = session, service
+        super().__init__(session.client(service), limiter, progress, patience, stop, clock, session.account_id)
+
+    @property
+    def generation(self) -> int:
+        """The credentials' generation (see :class:`crawler.sessions.AccountSession`)."""
+        return self.session.generation
+
+    def _renew(self, operation: str) -> bool:
+        log.info("%s: credentials expired, renewing", operation, extra={"account_id": self.account_id})
+        self.session.renew()
+        return True
+
+
+def organizations_calls(factory: SessionFactory, progress: Progress | None = None,
+                        stop: threading.Event | None = None) -> PacedCalls:
+    """Calls of AWS Organizations (as the crawler, or its hub role), paced by an adaptive limiter
+    of their own and as patient with throttling as IAM calls (``throttle_patience_seconds``).
+
+    Organizations allows an organization only a few requests a second: make one per crawl and
+    share it (discovery's threads, the Organizations view).
+    """
+    return PacedCalls(factory.organizations_client(), RateLimiter(None), progress,
+                      factory.concurrency.throttle_patience_seconds, stop)

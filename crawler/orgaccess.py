@@ -24,7 +24,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crawler.advisor import Failure
-from crawler.calls import ANSWER_ERRORS, AccountCalls, MalformedAnswer, SessionLost, marker_pages, read_job
+from crawler.calls import (
+    ANSWER_ERRORS,
+    AccountCalls,
+    MalformedAnswer,
+    PacedCalls,
+    SessionLost,
+    marker_pages,
+    organizations_calls,
+    read_job,
+    token_pages,
+)
 from crawler.organizations import (
     PAGE_SIZE,
     Account,
@@ -35,7 +45,7 @@ from crawler.organizations import (
 from crawler.progress import Progress
 from crawler.ratelimit import RateLimiter
 from crawler.rows import error_row
-from crawler.sessions import AWS_ERRORS, EnterAccountError, SessionFactory, error_code, error_message
+from crawler.sessions import EnterAccountError, SessionFactory, error_code, error_message
 from crawler.settings import AdvisorSettings, Config
 from crawler.timestamps import utc
 
@@ -102,9 +112,11 @@ class Report:
 # -- the entry point ------------------------------------------------------------------------------
 def crawl_organizations_access(config: Config, factory: SessionFactory, discovery: Discovery,
                                accounts: Sequence[Account], run_id: str, progress: Progress,
-                               stop: threading.Event) -> dict[str, list[dict[str, Any]]]:
+                               stop: threading.Event, organizations: PacedCalls | None = None
+                               ) -> dict[str, list[dict[str, Any]]]:
     """The rows of ``organizations_access`` and ``errors`` for the root, every OU and every account of
-    ``accounts``, read from the management account (``discovery.management_account_id``).
+    ``accounts``, read from the management account (``discovery.management_account_id``); the SCPs
+    are listed through ``organizations`` (the crawl's paced edge to Organizations; by default one of its own).
 
     Never raises for an answer of AWS: what could not be read becomes an ``errors`` row.
     """
@@ -116,7 +128,7 @@ def crawl_organizations_access(config: Config, factory: SessionFactory, discover
                                 "management account (organization.source: organizations)"))
         return organizations_access_tables(run_id, organization_id, management_id, reports, failures)
     targets = list_targets(discovery.tree, organization_id, accounts, failures)
-    policies = list_policies(factory.organizations_client(), targets, failures) \
+    policies = list_policies(organizations or organizations_calls(factory, progress, stop), targets, failures) \
         if config.organizations_access.per_policy else {}
     reports = plan_reports(targets, policies)
     if reports and not stop.is_set():
@@ -143,17 +155,18 @@ def run_reports(config: Config, factory: SessionFactory, management_id: str, rep
 
 
 # -- policies: get ---------------------------------------------------------------------------------
-def list_policies(client: Any, targets: Sequence[Target], failures: list[Failure]) -> dict[str, list[Policy]]:
-    """The SCPs attached directly to each target, by target path.
+def list_policies(call: Callable[..., dict[str, Any]], targets: Sequence[Target],
+                  failures: list[Failure]) -> dict[str, list[Policy]]:
+    """The SCPs attached directly to each target, by target path, through ``call`` (Organizations).
 
     The organization's SCPs (ListPolicies), then the targets of each (ListTargetsForPolicy): a
     few calls per SCP, where asking each target would cost one per account (Organizations allows
     only a few calls a second).
     """
     try:
-        scps = [Policy(item["Id"], item.get("Name")) for page in _pages(client, "list_policies", Filter=SCP_FILTER)
+        scps = [Policy(item["Id"], item.get("Name")) for page in _pages(call, "list_policies", Filter=SCP_FILTER)
                 for item in page.get("Policies") or []]
-    except (*AWS_ERRORS, KeyError, TypeError, AttributeError) as error:
+    except (*ANSWER_ERRORS, KeyError, TypeError, AttributeError) as error:
         log.warning("organizations view: cannot list the SCPs: %s", error_code(error))
         failures.append(Failure(STAGE, error_code(error), error_message(error)))
         return {}
@@ -161,9 +174,9 @@ def list_policies(client: Any, targets: Sequence[Target], failures: list[Failure
     policies: dict[str, list[Policy]] = {}
     for policy in sorted(scps, key=lambda policy: policy.id):
         try:
-            attached = [item["TargetId"] for page in _pages(client, "list_targets_for_policy", PolicyId=policy.id)
+            attached = [item["TargetId"] for page in _pages(call, "list_targets_for_policy", PolicyId=policy.id)
                         for item in page.get("Targets") or []]
-        except (*AWS_ERRORS, KeyError, TypeError, AttributeError) as error:
+        except (*ANSWER_ERRORS, KeyError, TypeError, AttributeError) as error:
             log.warning("organizations view: cannot list the targets of SCP %s: %s", policy.id, error_code(error))
             failures.append(Failure(STAGE, error_code(error), error_message(error), entity_arn=policy.id))
             continue
@@ -173,10 +186,8 @@ def list_policies(client: Any, targets: Sequence[Target], failures: list[Failure
     return policies
 
 
-def _pages(client: Any, operation: str, **arguments: Any) -> Iterator[dict[str, Any]]:
-    pages: Iterator[dict[str, Any]] = client.get_paginator(operation).paginate(
-        **arguments, PaginationConfig={"PageSize": PAGE_SIZE})
-    return pages
+def _pages(call: Callable[..., dict[str, Any]], operation: str, **arguments: Any) -> Iterator[dict[str, Any]]:
+    return token_pages(call, operation, **arguments, MaxResults=PAGE_SIZE)
 
 
 # -- targets and policies: transform (pure) ---------------------------------------------------------

@@ -20,12 +20,15 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from crawler.calls import MalformedAnswer, token_pages
 from crawler.errors import CrawlerError
 from crawler.settings import AccountFilter, OrganizationSettings
 from crawler.timestamps import utc
 
 log = logging.getLogger(__name__)
 _Answer = TypeVar("_Answer")
+#: How discovery calls AWS Organizations: ``call(operation, **arguments)`` -> the answer.
+Call = Callable[..., dict[str, Any]]
 
 #: The largest page Organizations listings allow.
 PAGE_SIZE = 20
@@ -44,8 +47,8 @@ _HINTS = {
     "AccessDeniedException": "these credentials may not list the organization's accounts: " + _ACCESS_HINT,
     "AWSOrganizationsNotInUseException": "these credentials belong to an account that is not in an "
                                          "organization: " + _ACCESS_HINT,
-    "TooManyRequestsException": "AWS Organizations kept throttling after botocore's retries: try again later "
-                                "or raise concurrency.max_attempts",
+    "TooManyRequestsException": "AWS Organizations kept throttling beyond concurrency.throttle_patience_seconds: "
+                                "try again later or raise it",
     "ServiceException": _RETRY_HINT,
 }
 
@@ -103,22 +106,25 @@ class OrganizationTree:
 
 
 # -- discovery: get ----------------------------------------------------------------------
-def discover_accounts(client: Any) -> Discovery:
-    """Every account of the organization, with OU paths and tags, through a boto3 ``organizations`` client.
+def discover_accounts(call: Call) -> Discovery:
+    """Every account of the organization, with OU paths and tags, through ``call`` (an
+    ``organizations`` :class:`crawler.calls.PacedCalls`: every call paced, throttling waited out).
 
     Raises :class:`DiscoveryError` (with the AWS error code) when Organizations cannot be read.
     """
     try:
-        return _discover(client)
+        return _discover(call)
     except ClientError as error:
         raise discovery_error(error) from error
     except BotoCoreError as error:
         raise DiscoveryError(f"AWS Organizations is not reachable: {error}; {_ACCESS_HINT}") from error
+    except MalformedAnswer as error:
+        raise DiscoveryError(f"AWS Organizations answered a malformed response ({error}); try again later") from error
 
 
-def _discover(client: Any) -> Discovery:
-    organization = _describe_organization(client)
-    listed = _list_accounts(client)
+def _discover(call: Call) -> Discovery:
+    organization = _describe_organization(call)
+    listed = _list_accounts(call)
     if not listed:  # a body botocore could not read becomes an empty page: never report an empty organization
         raise DiscoveryError("AWS Organizations ListAccounts listed no account, not even the management account; "
                              "try again later")
@@ -127,8 +133,8 @@ def _discover(client: Any) -> Discovery:
     # levels behind them, so a few calls are always in flight and no more (Organizations throttles early).
     pool = ThreadPoolExecutor(DISCOVERY_THREADS, thread_name_prefix="discovery")
     try:
-        tags = _list_all_tags(client, [str(item["Id"]) for item in listed], pool)
-        tree = _walk_tree(client, needs_account_walk, pool)
+        tags = _list_all_tags(call, [str(item["Id"]) for item in listed], pool)
+        tree = _walk_tree(call, needs_account_walk, pool)
         discovery = build_discovery(organization, listed, tree, tags.result())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -138,27 +144,27 @@ def _discover(client: Any) -> Discovery:
     return discovery
 
 
-def _describe_organization(client: Any) -> Mapping[str, Any]:
-    answer = _retry_malformed("describe_organization", client.describe_organization)
+def _describe_organization(call: Call) -> Mapping[str, Any]:
+    answer = _retry_malformed("describe_organization", lambda: call("describe_organization"))
     organization: Mapping[str, Any] = answer.get("Organization") or {}
     return organization
 
 
-def _list_accounts(client: Any) -> list[Mapping[str, Any]]:
-    return _paginate(client, "list_accounts", "Accounts", page_size=PAGE_SIZE)
+def _list_accounts(call: Call) -> list[Mapping[str, Any]]:
+    return _paginate(call, "list_accounts", "Accounts", page_size=PAGE_SIZE)
 
 
-def _list_roots(client: Any) -> list[Mapping[str, Any]]:
-    return _paginate(client, "list_roots", "Roots", page_size=PAGE_SIZE)
+def _list_roots(call: Call) -> list[Mapping[str, Any]]:
+    return _paginate(call, "list_roots", "Roots", page_size=PAGE_SIZE)
 
 
-def _list_organizational_units(client: Any, parent_id: str) -> list[Mapping[str, Any]]:
-    return _paginate(client, "list_organizational_units_for_parent", "OrganizationalUnits",
+def _list_organizational_units(call: Call, parent_id: str) -> list[Mapping[str, Any]]:
+    return _paginate(call, "list_organizational_units_for_parent", "OrganizationalUnits",
                      page_size=PAGE_SIZE, ParentId=parent_id)
 
 
-def _list_accounts_for_parent(client: Any, parent_id: str) -> list[Mapping[str, Any]]:
-    return _paginate(client, "list_accounts_for_parent", "Accounts", page_size=PAGE_SIZE, ParentId=parent_id)
+def _list_accounts_for_parent(call: Call, parent_id: str) -> list[Mapping[str, Any]]:
+    return _paginate(call, "list_accounts_for_parent", "Accounts", page_size=PAGE_SIZE, ParentId=parent_id)
 
 
 class _PendingTags:
@@ -173,15 +179,15 @@ class _PendingTags:
                                                                            strict=True)}
 
 
-def _list_all_tags(client: Any, account_ids: Sequence[str], pool: ThreadPoolExecutor) -> _PendingTags:
+def _list_all_tags(call: Call, account_ids: Sequence[str], pool: ThreadPoolExecutor) -> _PendingTags:
     """Tags of every account: one call each, a few at a time (a thousand accounts one by one take minutes)."""
     failed = threading.Event()
 
     def tags_of(account_id: str) -> list[Mapping[str, Any]]:
-        if failed.is_set():  # one listing failed after botocore's retries: the discovery fails, stop asking
+        if failed.is_set():  # one listing failed beyond the throttle patience: the discovery fails, stop asking
             return []
         try:
-            return _list_tags(client, account_id)
+            return _list_tags(call, account_id)
         except BaseException:
             failed.set()
             raise
@@ -189,20 +195,18 @@ def _list_all_tags(client: Any, account_ids: Sequence[str], pool: ThreadPoolExec
     return _PendingTags(account_ids, [pool.submit(tags_of, account_id) for account_id in account_ids])
 
 
-def _list_tags(client: Any, account_id: str) -> list[Mapping[str, Any]]:
-    return _paginate(client, "list_tags_for_resource", "Tags", ResourceId=account_id)
+def _list_tags(call: Call, account_id: str) -> list[Mapping[str, Any]]:
+    return _paginate(call, "list_tags_for_resource", "Tags", ResourceId=account_id)
 
 
-def _paginate(client: Any, operation: str, result_key: str, page_size: int | None = None,
+def _paginate(call: Call, operation: str, result_key: str, page_size: int | None = None,
               **params: Any) -> list[Mapping[str, Any]]:
-    """Every item of a listing: botocore's paginator follows NextToken until it is absent, through
-    empty pages too."""
+    """Every item of a listing, following NextToken until it is absent, through empty pages too."""
     if page_size is not None:
-        params["PaginationConfig"] = {"PageSize": page_size}
+        params["MaxResults"] = page_size
 
     def listing() -> list[Mapping[str, Any]]:
-        pages = client.get_paginator(operation).paginate(**params)
-        return [item for page in pages for item in page.get(result_key) or []]
+        return [item for page in token_pages(call, operation, **params) for item in page.get(result_key) or []]
 
     return _retry_malformed(operation, listing)
 
@@ -223,21 +227,21 @@ def _retry_malformed(operation: str, call: Callable[[], _Answer]) -> _Answer:
     raise AssertionError("unreachable")
 
 
-def _walk_tree(client: Any, with_accounts: bool, pool: ThreadPoolExecutor) -> OrganizationTree:
+def _walk_tree(call: Call, with_accounts: bool, pool: ThreadPoolExecutor) -> OrganizationTree:
     """Walk the OU tree top-down once, the parents of one level listed in parallel; list each
     parent's accounts too when ``with_accounts`` (one more call per OU, needed only when some
     account came without ``Paths``)."""
     names: dict[str, str] = {}
     chains: dict[str, tuple[str, ...]] = {}
     level: list[tuple[str, ...]] = []
-    for root in _list_roots(client):
+    for root in _list_roots(call):
         names[root["Id"]] = root.get("Name") or ROOT_NAME
         level.append((root["Id"],))
     unit_chains = list(level)
 
     def children(chain: tuple[str, ...]) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
-        accounts = _list_accounts_for_parent(client, chain[-1]) if with_accounts else []
-        return accounts, _list_organizational_units(client, chain[-1])
+        accounts = _list_accounts_for_parent(call, chain[-1]) if with_accounts else []
+        return accounts, _list_organizational_units(call, chain[-1])
 
     while level:
         next_level: list[tuple[str, ...]] = []

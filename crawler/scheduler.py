@@ -17,7 +17,7 @@ from typing import Any
 
 from crawler import __version__
 from crawler.advisor import FAILED, SKIPPED, TIMED_OUT, AccountAdvisor, Failure
-from crawler.calls import ANSWER_ERRORS, AccountCalls
+from crawler.calls import ANSWER_ERRORS, AccountCalls, PacedCalls, organizations_calls
 from crawler.config import config_digest
 from crawler.dataset import (
     INTERRUPTED,
@@ -125,13 +125,20 @@ def crawl_under_lease(config: Config, plan: RunPlan, lease: Lease, progress: Pro
     journal.write({**header, "status": RUNNING})
     log.info("run %s%s as %s", plan.run_id, f" (shard {shard})" if shard else "", identity.get("Arn"))
     try:
-        discovery = discover(config, factory)
+        # One paced edge to AWS Organizations for the whole crawl: discovery's threads, then the
+        # Organizations view, share its adaptive limiter (Organizations allows a few requests a second).
+        organizations = organizations_calls(factory, progress, stop) if config.organization.source != "static" else None
+        discovery = discover(config, factory, organizations)
         selected = select_accounts(discovery, config.organization)
         if not selected and not allow_empty:
             raise NoAccountSelected(f"the configuration selects none of the {len(discovery.accounts)} accounts "
                                     "found: nothing was published (check organization.include, exclude and states, "
                                     "or run with --allow-empty to publish an empty snapshot)")
     except (DiscoveryError, NoAccountSelected) as error:
+        if stop.is_set():  # stopped while Organizations throttled: an interruption, not a failure
+            journal.write({**header, "status": INTERRUPTED, "error": str(error)})
+            raise Interrupted(f"run {plan.run_id} stopped during the discovery of accounts: nothing crawled") \
+                from error
         journal.write({**header, "status": FAILED_RUN, "error": str(error)})
         raise
     accounts = shard.select(selected) if shard else selected
@@ -144,7 +151,7 @@ def crawl_under_lease(config: Config, plan: RunPlan, lease: Lease, progress: Pro
     with_view = config.organizations_access.enabled and (shard is None or shard.crawls_run_unit)
     try:
         crawled = crawl_run(config, factory, dataset, discovery, remaining, selected if with_view else None,
-                            plan.run_id, progress, stop)
+                            plan.run_id, progress, stop, organizations)
     except DatasetError as error:
         with contextlib.suppress(DatasetError):  # the disk may be too full for this too
             journal.write({**header, "status": INTERRUPTED, "error": str(error)})
@@ -200,11 +207,12 @@ def open_dataset(config: Config, plan: RunPlan, shard: Shard | None) -> Dataset:
 
 def crawl_run(config: Config, factory: SessionFactory, dataset: Dataset, discovery: Discovery,
               accounts: list[Account], view_of: list[Account] | None, run_id: str, progress: Progress,
-              stop: threading.Event) -> list[AccountSummary]:
-    """Crawl ``accounts`` and, beside them when ``view_of`` is given, the Organizations view of those accounts."""
+              stop: threading.Event, organizations: PacedCalls | None = None) -> list[AccountSummary]:
+    """Crawl ``accounts`` and, beside them when ``view_of`` is given, the Organizations view of those
+    accounts (calling Organizations through ``organizations``, the crawl's paced edge to it)."""
     with ThreadPoolExecutor(1, thread_name_prefix="organizations-view") as side:
         view = None if view_of is None else side.submit(organizations_view, config, factory, dataset, discovery,
-                                                        view_of, run_id, progress, stop)
+                                                        view_of, run_id, progress, stop, organizations)
         crawled = crawl_accounts(config, factory, dataset, discovery, accounts, run_id, progress, stop)
         if view is not None:
             view.result()
@@ -334,14 +342,17 @@ def _only_sharded_run(root: str, snapshot_date: date) -> str:
 
 
 def organizations_view(config: Config, factory: SessionFactory, dataset: Dataset, discovery: Discovery,
-                       accounts: list[Account], run_id: str, progress: Progress, stop: threading.Event) -> None:
+                       accounts: list[Account], run_id: str, progress: Progress, stop: threading.Event,
+                       organizations: PacedCalls | None = None) -> None:
     """Collect and stage the Organizations view (the run's own unit), unless an earlier attempt staged it.
 
-    It runs beside the accounts' crawl, on its own management-account rate limiter.
+    It runs beside the accounts' crawl, on its own management-account IAM rate limiter; its
+    Organizations calls go through ``organizations``, the crawl's paced edge to Organizations.
     """
     if dataset.is_staged(RUN_UNIT):
         return
-    tables = crawl_organizations_access(config, factory, discovery, accounts, run_id, progress, stop)
+    tables = crawl_organizations_access(config, factory, discovery, accounts, run_id, progress, stop,
+                                        organizations)
     if not stop.is_set():  # an interrupted view is not staged: the resumed run makes it again
         dataset.stage(RUN_UNIT, tables, {"unit": RUN_UNIT})
 
@@ -365,11 +376,12 @@ def reusable_accounts(dataset: Dataset, accounts: list[Account],
     return reused
 
 
-def discover(config: Config, factory: SessionFactory) -> Discovery:
-    """The accounts of the organization (or of the static list)."""
+def discover(config: Config, factory: SessionFactory, organizations: PacedCalls | None = None) -> Discovery:
+    """The accounts of the organization (or of the static list), through ``organizations`` (the
+    crawl's paced edge to Organizations; by default one of its own)."""
     if config.organization.source == "static":
         return static_accounts(config.organization)
-    return discover_accounts(factory.organizations_client())
+    return discover_accounts(organizations or organizations_calls(factory))
 
 
 def crawl_accounts(config: Config, factory: SessionFactory, dataset: Dataset, discovery: Discovery,

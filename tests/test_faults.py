@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from crawler.dataset import DatasetError, read_manifest
+from crawler.errors import Interrupted
 from crawler.scheduler import run_crawl
-from crawler.settings import ConcurrencySettings, LoggingSettings, OutputSettings
+from crawler.settings import ConcurrencySettings, LoggingSettings, OrganizationsAccessSettings, OutputSettings
 from crawler.sim import FaultPlan, OrgSpec, RequestFaults
 from tests.helpers import crawl_config, crawlable, project, read_rows
 
@@ -62,6 +64,38 @@ def test_jobs_of_an_expired_session_are_generated_again_whatever_iam_answers(cra
     assert all(sessions[account_id] >= 2 for account_id in crawlable(sim)), "every account's session was renewed"
     assert any(event.kind == "other_session_job" for event in sim.state.events), "old jobs were read"
     assert max(row["job_attempts"] for row in read_rows(tmp_path, "entities")) > 1
+
+
+def test_a_slow_organizations_api_costs_time_not_the_crawl(crawl_org, tmp_path: Path) -> None:
+    """Organizations answers 2 requests a second and TooManyRequestsException beyond: discovery and the
+    Organizations view (its SCP listings) pace their calls and wait the throttling out, and publish everything."""
+    sim = crawl_org(SPEC, FaultPlan.uniform(organizations_rate=2.0, organizations_burst=2))
+    view = OrganizationsAccessSettings(enabled=True, per_policy=True)
+
+    summary = run_crawl(crawl_config(tmp_path, organizations_access=view))
+
+    assert summary.complete, read_rows(tmp_path, "errors")
+    assert {row["account_id"] for row in read_rows(tmp_path, "accounts")} == crawlable(sim)
+    assert_equals_truth(sim, tmp_path, crawlable(sim))
+    assert {row["policy_id"] is None for row in read_rows(tmp_path, "organizations_access")} == {True, False}
+    throttled = {event.operation for event in sim.state.events if event.kind == "throttled"}
+    assert throttled and throttled <= set(ORGANIZATIONS_CALLS) | {"ListAccountsForParent", "ListPolicies",
+                                                                 "ListTargetsForPolicy"}
+
+
+def test_a_stop_while_organizations_throttles_the_discovery_is_an_interruption(crawl_org, tmp_path: Path) -> None:
+    """Throttling is not waited out once the crawl is stopped: the run ends interrupted (exit 130), not failed."""
+    sim = crawl_org(SPEC)
+    sim.faults.account(sim.management_account_id).operations["ListAccounts"] = RequestFaults(throttle_rate=1.0)
+    stop = threading.Event()
+    stop.set()
+
+    with pytest.raises(Interrupted) as raised:
+        run_crawl(crawl_config(tmp_path, concurrency=ConcurrencySettings(max_attempts=2)), stop=stop, run_id="stopped")
+
+    assert raised.value.exit_code == 130
+    assert read_manifest(str(tmp_path), "stopped")["status"] == "interrupted"
+    assert not (tmp_path / "accounts").exists()
 
 
 def test_assume_role_denied_by_policy_is_recorded_per_account(crawl_org, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
 
+from crawler.calls import PacedCalls
 from crawler.organizations import (
     DISCOVERY_THREADS,
     MALFORMED_ATTEMPTS,
@@ -23,8 +24,12 @@ from crawler.organizations import (
     select_accounts,
     static_accounts,
 )
+from crawler.ratelimit import RateLimiter
+from crawler.scheduler import discover
+from crawler.sessions import SessionFactory
 from crawler.settings import AccountFilter, OrganizationSettings, StaticAccount, TagFilter
-from crawler.sim import OrgSpec, RequestFaults, SimulatedOrganization
+from crawler.sim import FaultPlan, OrgSpec, RequestFaults, SimulatedOrganization
+from tests.helpers import crawl_config
 
 #: 26 accounts: more than one page of 20, so empty pages show up; the management account id starts with zeros.
 SPEC = OrgSpec(accounts=25, entities=8, seed=11)
@@ -48,6 +53,12 @@ def expected_account(sim: SimulatedOrganization, account_id: str) -> Account:
                    ou_names=tuple(sim.model.ou_path_names(model.parent_id)))
 
 
+def paced(client: Any, patience: float = 0.0) -> PacedCalls:
+    """Discovery's calls through ``client``: paced at a rate that never holds them back, throttling
+    waited out for ``patience`` seconds after botocore's retries."""
+    return PacedCalls(client, RateLimiter(1000.0), patience=patience)
+
+
 def management_calls(sim: SimulatedOrganization, operation: str) -> int:
     """Requests the management account made to ``operation``."""
     return sim.state.calls[(sim.management_account_id, operation)]
@@ -58,7 +69,7 @@ def management_calls(sim: SimulatedOrganization, operation: str) -> int:
 @pytest.mark.parametrize("empty_pages", [True, False], ids=["empty-pages", "full-pages"])
 def test_discovery_equals_the_model(start_org: Any, account_paths: bool, empty_pages: bool) -> None:
     sim = start_org(account_paths=account_paths, empty_pages=empty_pages)
-    discovery = discover_accounts(sim.client("organizations"))
+    discovery = discover_accounts(paced(sim.client("organizations")))
     assert discovery.organization_id == sim.model.id
     assert discovery.management_account_id == sim.management_account_id
     assert discovery.accounts == tuple(expected_account(sim, account_id) for account_id in sorted(sim.model.accounts))
@@ -68,7 +79,7 @@ def test_discovery_equals_the_model(start_org: Any, account_paths: bool, empty_p
 
 def test_discovery_keeps_leading_zeros_and_finds_the_suspended_account(start_org: Any) -> None:
     sim = start_org()
-    discovery = discover_accounts(sim.client("organizations"))
+    discovery = discover_accounts(paced(sim.client("organizations")))
     management = next(account for account in discovery.accounts if account.id == sim.management_account_id)
     assert management.id.startswith("00") and len(management.id) == 12
     assert (management.ou_path, management.ou_path_ids) == ("Root", sim.model.root.id)
@@ -79,7 +90,7 @@ def test_discovery_keeps_leading_zeros_and_finds_the_suspended_account(start_org
 
 def test_default_selection_drops_the_suspended_account(start_org: Any) -> None:
     sim = start_org()
-    selected = select_accounts(discover_accounts(sim.client("organizations")), OrganizationSettings())
+    selected = select_accounts(discover_accounts(paced(sim.client("organizations"))), OrganizationSettings())
     assert [account.id for account in selected] == sorted(set(sim.model.accounts) - {sim.member_account_ids[-1]})
 
 
@@ -89,7 +100,7 @@ def test_member_account_is_denied(start_org: Any) -> None:
     member = sim.member_account_ids[0]
     client = sim.client("organizations", session=sim.assume(member), config=NO_RETRY)
     with pytest.raises(DiscoveryError, match="AccessDeniedException") as caught:
-        discover_accounts(client)
+        discover_accounts(paced(client))
     assert caught.value.code == "AccessDeniedException"
     assert "management account or a delegated administrator" in str(caught.value)
 
@@ -98,37 +109,50 @@ def test_account_outside_the_organization_is_refused(start_org: Any) -> None:
     start_org()
     outsider = boto3.client("organizations", region_name="us-east-1", config=NO_RETRY)  # tests/conftest.py keys
     with pytest.raises(DiscoveryError, match="AWSOrganizationsNotInUseException") as caught:
-        discover_accounts(outsider)
+        discover_accounts(paced(outsider))
     assert caught.value.code == "AWSOrganizationsNotInUseException"
 
 
 @pytest.mark.parametrize("operation", ["ListAccounts", "ListTagsForResource"])
-def test_throttling_left_to_botocore_then_reported(start_org: Any, operation: str) -> None:
+def test_throttling_beyond_the_patience_is_reported(start_org: Any, operation: str) -> None:
     sim = start_org()
     sim.faults.account(sim.management_account_id).operations[operation] = RequestFaults(throttle_rate=1.0)
     with pytest.raises(DiscoveryError, match="TooManyRequestsException") as caught:
-        discover_accounts(sim.client("organizations", config=ONE_RETRY))
-    assert caught.value.code == "TooManyRequestsException"
-    # botocore retried once; discovery did not retry on its own (tags: a few accounts at once, then it stops)
+        discover_accounts(paced(sim.client("organizations", config=ONE_RETRY), patience=3.0))
+    assert caught.value.code == "TooManyRequestsException" and "throttle_patience_seconds" in str(caught.value)
+    # botocore retried once, twice: before and after the patience's first pause (2 s), then discovery
+    # gave up (tags: a few accounts at once, then it stops)
     calls = management_calls(sim, operation)
-    assert calls == 2 if operation == "ListAccounts" else (calls % 2 == 0 and 2 <= calls <= 2 * DISCOVERY_THREADS)
+    assert calls == 4 if operation == "ListAccounts" else (calls % 4 == 0 and 4 <= calls <= 4 * DISCOVERY_THREADS)
+
+
+def test_a_slow_organizations_api_costs_time_not_the_discovery(crawl_org: Any, tmp_path: Any) -> None:
+    """Organizations answers 2 requests a second and TooManyRequestsException beyond: discovery paces
+    its calls with an adaptive limiter and waits the throttling out, as IAM calls do."""
+    sim = crawl_org(OrgSpec(accounts=8, entities=8, seed=11),
+                    FaultPlan.uniform(organizations_rate=2.0, organizations_burst=2))
+    config = crawl_config(tmp_path)
+
+    discovery = discover(config, SessionFactory(config.aws, config.assume_role, config.concurrency))
+
+    assert discovery.accounts == tuple(expected_account(sim, account_id) for account_id in sorted(sim.model.accounts))
+    assert sim.state.throttled[sim.management_account_id] > 0
 
 
 def test_malformed_answers_are_retried_then_reported(start_org: Any) -> None:
     sim = start_org()
     sim.faults.account(sim.management_account_id).operations["ListAccounts"] = RequestFaults(malformed_rate=1.0)
     with pytest.raises(DiscoveryError, match="malformed"):
-        discover_accounts(sim.client("organizations", config=NO_RETRY))
+        discover_accounts(paced(sim.client("organizations", config=NO_RETRY)))
     assert management_calls(sim, "ListAccounts") == MALFORMED_ATTEMPTS
 
 
 def test_unreachable_endpoint_is_a_discovery_error() -> None:
-    class Unreachable:
-        def describe_organization(self) -> dict[str, Any]:
-            raise EndpointConnectionError(endpoint_url="https://organizations.us-east-1.amazonaws.com/")
+    def unreachable(operation: str, **arguments: Any) -> dict[str, Any]:
+        raise EndpointConnectionError(endpoint_url="https://organizations.us-east-1.amazonaws.com/")
 
     with pytest.raises(DiscoveryError, match="not reachable"):
-        discover_accounts(Unreachable())
+        discover_accounts(unreachable)
 
 
 # -- pure transforms ------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
@@ -26,13 +25,14 @@ import pytest
 from crawler import schema
 from crawler.listing import format_accounts, visible
 from crawler.log import close_logging, configure_logging
-from crawler.organizations import Account, Discovery, discover_accounts, select_accounts
-from crawler.scheduler import RunSummary, run_crawl
+from crawler.organizations import Account, Discovery, select_accounts
+from crawler.scheduler import RunSummary, discover, run_crawl
+from crawler.sessions import SessionFactory
 from crawler.settings import AccountFilter, AdvisorSettings, LoggingSettings, OrganizationSettings
 from crawler.sim import OrgSpec, SimulatedOrganization
 from crawler.sim.generator import HOSTILE_ACCOUNT_NAMES, HOSTILE_IAM_NAMES, HOSTILE_OU_NAMES, HOSTILE_PATHS
 from crawler.sim.model import Entity, OrganizationModel
-from tests.helpers import SIM_PROFILE, crawl_config, crawlable, project, read_rows
+from tests.helpers import crawl_config, crawlable, project, read_rows
 from tests.sim.helpers import all_pages
 from tests.test_scheduler import SERVICE_COLUMNS, truth
 
@@ -86,7 +86,7 @@ def run_hostile_crawl(crawl_org, parent: Path, aws_home: Path) -> HostileCrawl: 
         summary = run_crawl(config)
     finally:
         close_logging()
-    discovery = discover_accounts(boto3.Session(profile_name=SIM_PROFILE).client("organizations"))
+    discovery = discover(config, SessionFactory(config.aws, config.assume_role, config.concurrency))
     return HostileCrawl(sim.model, truth(sim.service_rows(), crawlable(sim)), crawlable(sim), summary, root,
                         discovery, before, listings(watched))
 
