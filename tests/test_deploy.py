@@ -319,7 +319,7 @@ def test_the_batch_command_runs_its_shard_under_the_array_jobs_id(batch_shell: S
     done = batch_shell.run(**environment)
     assert done.returncode == 0, done.stderr
     [call] = batch_shell.calls
-    assert call["args"] == ["run", "-c", "/dev/stdin", "--shard", shard, "--run-id", run_id]
+    assert call["args"] == ["run", "-c", "/dev/stdin", "--shard", shard, "--run-id", run_id, "--wait", "900"]
     assert call["exec"] is True
     from crawler.cli import build_parser
 
@@ -562,3 +562,13 @@ def test_dockerignore_keeps_out_the_local_state_and_keeps_in_what_the_image_copi
     for source in [*copied, "crawler/cli.py", "crawler/sim/data", "crawler/sql"]:
         assert (ROOT / source).exists(), source
         assert not ignored(source, patterns), source
+
+
+def test_a_retry_after_a_lost_host_waits_out_the_lost_attempts_lease() -> None:
+    """Without --wait, a retry that starts while the lost attempt's heartbeat is fresh would exit 2 for good."""
+    from crawler.lease import STALE_AFTER_SECONDS
+
+    waits = {"kubernetes": float(option(crawler_container(k8s_object("Job"))["args"], "--wait"))}
+    batch = (ROOT / "scripts/deploy/aws-batch/job-definition.yaml").read_text(encoding="utf-8")
+    waits["batch"] = float(re.search(r"^\s*exec access-crawler run .* --wait (\d+)", batch, re.MULTILINE)[1])
+    assert all(wait > STALE_AFTER_SECONDS + 60 for wait in waits.values()), waits
