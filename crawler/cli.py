@@ -133,7 +133,7 @@ def _add_consolidate(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_consolidate(args: argparse.Namespace) -> int:
-    from crawler.scheduler import consolidate
+    from crawler.crawl.scheduler import consolidate
 
     manifest = consolidate(args.root, args.snapshot, args.run_id)
     print(f"run {manifest['run_id']}: snapshot {manifest['snapshot_date']} published from {len(manifest['shards'])} "
@@ -155,8 +155,8 @@ def _add_prune(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_prune(args: argparse.Namespace) -> int:
+    from crawler.crawl.runs import prune_staging
     from crawler.listing import visible
-    from crawler.runs import prune_staging
 
     pruned = prune_staging(args.root, args.dry_run)
     for item in pruned:
@@ -190,7 +190,7 @@ def _add_verify(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from crawler.verify import format_report, verify_snapshot
+    from crawler.store.verify import format_report, verify_snapshot
 
     report = verify_snapshot(args.root, args.snapshot)
     print(format_report(report))
@@ -226,7 +226,7 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from crawler.config import describe_config, load_config
+    from crawler.config.loader import describe_config, load_config
 
     config = load_config(args.config)
     print(f"# {args.config}: valid", flush=True)
@@ -235,11 +235,11 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 
 def _run_accounts(args: argparse.Namespace) -> int:
-    from crawler.config import load_config
+    from crawler.aws.sessions import SessionFactory
+    from crawler.config.loader import load_config
+    from crawler.crawl.scheduler import discover
     from crawler.listing import format_accounts
-    from crawler.organizations import select_accounts
-    from crawler.scheduler import discover
-    from crawler.sessions import SessionFactory
+    from crawler.sources.organizations import select_accounts
 
     config = load_config(args.config)
     factory = SessionFactory(config.aws, config.assume_role, config.concurrency)
@@ -251,7 +251,7 @@ def _run_accounts(args: argparse.Namespace) -> int:
 
 
 def _run_run(args: argparse.Namespace) -> int:
-    from crawler.config import load_config
+    from crawler.config.loader import load_config
 
     config = load_config(args.config)
     if args.output:
@@ -260,7 +260,7 @@ def _run_run(args: argparse.Namespace) -> int:
 
 
 def _run_crawl(config: Any, progress: Any, stop: threading.Event, args: argparse.Namespace) -> Any:
-    from crawler.scheduler import run_crawl
+    from crawler.crawl.scheduler import run_crawl
 
     return run_crawl(config, progress=progress, stop=stop, resume=args.resume, run_id=args.run_id, shard=args.shard,
                      wait=args.wait, allow_empty=args.allow_empty)
@@ -278,9 +278,9 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _crawl(config: Any, crawl: Callable[[Any, threading.Event], Any],
            show_findings: Callable[[Any], list[str]] | None = None) -> int:
     """Logging, the progress display, stop on signals, the crawl, the summary; the exit code."""
+    from crawler.crawl.memory import economise_memory
+    from crawler.crawl.progress import Progress, ProgressDisplay
     from crawler.log import close_logging, configure_logging, console_handlers
-    from crawler.memory import economise_memory
-    from crawler.progress import Progress, ProgressDisplay
 
     economise_memory()
     _check_output(config.output.path)  # before the log, which goes under it
@@ -304,7 +304,7 @@ def _crawl(config: Any, crawl: Callable[[Any, threading.Event], Any],
 def _check_output(path: str) -> None:
     """UsageError (exit 2) unless ``path`` can hold the dataset: a file, ``/dev/null/x`` or ``/proc/x`` is
     refused in one line before anything (the log file included) is written under it."""
-    from crawler.dataset import DatasetError, check_writable
+    from crawler.store.dataset import DatasetError, check_writable
 
     try:
         check_writable(path)
@@ -497,7 +497,7 @@ def _external_id(text: str) -> str:
 
 
 def _shard(text: str) -> Any:
-    from crawler.shards import Shard
+    from crawler.crawl.shards import Shard
 
     try:
         return Shard.parse(text)
@@ -506,7 +506,7 @@ def _shard(text: str) -> Any:
 
 
 def _run_id(text: str) -> str:
-    from crawler.dataset import validate_run_id
+    from crawler.store.dataset import validate_run_id
 
     try:
         return validate_run_id(text)

@@ -12,9 +12,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from crawler.progress import Progress
-from crawler.scheduler import RunSummary, run_crawl
-from crawler.settings import AdvisorSettings, AwsSettings, ConcurrencySettings, Config, OutputSettings
+from crawler.config.settings import AdvisorSettings, AwsSettings, ConcurrencySettings, Config, OutputSettings
+from crawler.crawl.progress import Progress
+from crawler.crawl.scheduler import RunSummary, run_crawl
 
 DEMO_PROFILE = "sim"
 #: Variables that would send the demo's calls elsewhere than the simulator.

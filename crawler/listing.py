@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from crawler.aws.timestamps import utc
 from crawler.errors import UsageError
-from crawler.organizations import Account
-from crawler.timestamps import utc
+from crawler.sources.organizations import Account
 
 FORMATS = ("table", "csv", "json")
 TABLE_COLUMNS = ("id", "name", "ou_path", "state", "tags")

@@ -16,8 +16,8 @@ from typing import TextIO
 
 from concurrent_log_handler import ConcurrentRotatingFileHandler
 
+from crawler.config.settings import LoggingSettings
 from crawler.errors import UsageError
-from crawler.settings import LoggingSettings
 
 LOGGER = "crawler"
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(account_id)s] %(name)s: %(message)s"

@@ -11,10 +11,10 @@ from typing import Any
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from crawler import schema
-from crawler.dataset import latest_manifest, open_filesystem
-from crawler.settings import AdvisorSettings, AwsSettings, ConcurrencySettings, Config, OutputSettings
+from crawler.config.settings import AdvisorSettings, AwsSettings, ConcurrencySettings, Config, OutputSettings
 from crawler.sim import OrgSpec
+from crawler.store import schema
+from crawler.store.dataset import latest_manifest, open_filesystem
 
 SIM_PROFILE = "sim"
 TRUTH_KEYS = ("account_id", "entity_arn", "service_namespace")

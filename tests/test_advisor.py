@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from crawler.advisor import COMPLETED, FAILED, AccountAdvisor
-from crawler.calls import AccountCalls
-from crawler.inventory import entities_of, get_authorization_details
-from crawler.progress import Progress
-from crawler.ratelimit import RateLimiter
-from crawler.scheduler import run_crawl
-from crawler.sessions import SessionFactory
-from crawler.settings import AdvisorSettings, ConcurrencySettings, EntitySettings
+from crawler.aws.calls import AccountCalls
+from crawler.aws.ratelimit import RateLimiter
+from crawler.aws.sessions import SessionFactory
+from crawler.config.settings import AdvisorSettings, ConcurrencySettings, EntitySettings
+from crawler.crawl.progress import Progress
+from crawler.crawl.scheduler import run_crawl
 from crawler.sim import FaultPlan, OrgSpec, RequestFaults
+from crawler.sources.advisor import COMPLETED, FAILED, AccountAdvisor
+from crawler.sources.inventory import entities_of, get_authorization_details
 from tests.helpers import crawl_config, project, read_rows
 
 SPEC = OrgSpec(accounts=2, entities=10, seed=21)

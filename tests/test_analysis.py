@@ -21,13 +21,14 @@ import duckdb
 import pandas as pd
 import pytest
 
-from crawler import analysis, schema
-from crawler.scheduler import run_crawl
-from crawler.settings import AdvisorSettings, OrganizationsAccessSettings, OutputSettings
+from crawler import analysis
+from crawler.config.settings import AdvisorSettings, OrganizationsAccessSettings, OutputSettings
+from crawler.crawl.scheduler import run_crawl
 from crawler.sim import FaultPlan, OrgSpec, SimulatedOrganization
 from crawler.sim.generator import principal_grants
 from crawler.sim.model import Entity, InlinePolicy, OrganizationModel, ServiceActivity, Use
 from crawler.sim.truth import service_rows
+from crawler.store import schema
 from tests.conftest import isolate_aws
 from tests.helpers import SIM_PROFILE, crawl_config, crawlable, read_rows
 

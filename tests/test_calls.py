@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from crawler.calls import AccountCalls, MalformedAnswer, marker_pages
-from crawler.ratelimit import RateLimiter
-from crawler.sessions import SessionFactory
-from crawler.settings import ConcurrencySettings
+from crawler.aws.calls import AccountCalls, MalformedAnswer, marker_pages
+from crawler.aws.ratelimit import RateLimiter
+from crawler.aws.sessions import SessionFactory
+from crawler.config.settings import ConcurrencySettings
 from crawler.sim import OrgSpec, RequestFaults
 from tests.helpers import crawl_config
 

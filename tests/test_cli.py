@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from crawler.cli import EXIT_FAILURES, EXIT_FATAL, EXIT_OK, EXIT_USAGE, build_parser, main
-from crawler.dataset import latest_manifest
-from crawler.shards import shard_of
+from crawler.crawl.shards import shard_of
 from crawler.sim import OrgSpec
+from crawler.store.dataset import latest_manifest
 from tests.helpers import read_rows
 from tests.test_config import mutated_configs
 
@@ -160,12 +160,12 @@ def test_a_run_that_cannot_start_exits_3_and_publishes_nothing(tmp_path: Path, m
 
 def test_a_bug_exits_3_with_its_traceback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    import crawler.config
+    import crawler.config.loader
 
     def broken(_path: object) -> None:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(crawler.config, "load_config", broken)
+    monkeypatch.setattr(crawler.config.loader, "load_config", broken)
     assert main(["validate", "-c", str(tmp_path / "c.yaml")]) == EXIT_FATAL
     err = capsys.readouterr().err
     assert "ZeroDivisionError: a bug" in err and "internal error" in err

@@ -11,9 +11,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crawler.config import ConfigError, config_digest, describe_config, load_config, parse_config
+from crawler.config.loader import ConfigError, config_digest, describe_config, load_config, parse_config
+from crawler.config.settings import Config, StaticAccount, TagFilter
 from crawler.errors import UsageError
-from crawler.settings import Config, StaticAccount, TagFilter
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "crawler.example.yaml"
 SOURCE = "cfg.yaml"

@@ -17,9 +17,9 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from crawler import schema
-from crawler.dataset import Dataset, DatasetError, latest_manifest, read_manifest
-from crawler.settings import OutputSettings
+from crawler.config.settings import OutputSettings
+from crawler.store import schema
+from crawler.store.dataset import Dataset, DatasetError, latest_manifest, read_manifest
 
 SNAPSHOT = date(2024, 5, 1)
 RUN_ID = "20240501T000000Z-ab12"
@@ -479,7 +479,7 @@ def test_relative_root_is_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_exchange_directories_swaps_atomically(tmp_path: Path) -> None:
-    from crawler.dataset import exchange_directories
+    from crawler.store.dataset import exchange_directories
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -494,7 +494,7 @@ def test_exchange_directories_swaps_atomically(tmp_path: Path) -> None:
 def test_a_reader_during_republishing_sees_one_whole_snapshot(tmp_path: Path) -> None:
     import threading
 
-    from crawler.dataset import exchange_directories
+    from crawler.store.dataset import exchange_directories
 
     if not exchange_directories(str(tmp_path), str(tmp_path)):
         pytest.skip("no renameat2(RENAME_EXCHANGE) here")
@@ -559,8 +559,8 @@ def test_staging_a_table_written_at_publish_is_refused(tmp_path: Path) -> None:
 
 
 def test_publishing_a_date_again_supersedes_the_earlier_manifest_and_crawl_runs_lists_both(tmp_path: Path) -> None:
+    from crawler.crawl.runs import refuse_published
     from crawler.errors import UsageError
-    from crawler.runs import refuse_published
 
     for run_id, started in (("first", BASE_TIME), ("second", BASE_TIME + timedelta(hours=1))):
         dataset = new_dataset(tmp_path, run_id=run_id)

@@ -11,15 +11,23 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from crawler import analysis, schema
-from crawler.dataset import Dataset, DatasetError, latest_manifest, open_filesystem, read_manifest, unfinished_runs
+from crawler import analysis
+from crawler.config.settings import ConcurrencySettings, OutputSettings
+from crawler.crawl.progress import Progress
+from crawler.crawl.scheduler import run_crawl
+from crawler.crawl.shards import Shard
 from crawler.errors import Interrupted
-from crawler.progress import Progress
-from crawler.scheduler import run_crawl
-from crawler.settings import ConcurrencySettings, OutputSettings
-from crawler.shards import Shard
 from crawler.sim import FaultPlan, OrgSpec
-from crawler.verify import verify_snapshot
+from crawler.store import schema
+from crawler.store.dataset import (
+    Dataset,
+    DatasetError,
+    latest_manifest,
+    open_filesystem,
+    read_manifest,
+    unfinished_runs,
+)
+from crawler.store.verify import verify_snapshot
 from tests.cloudformation import as_list, load_template, policy_statements
 from tests.helpers import crawl_config, crawlable, published_tables, stop_after_first_account
 

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
-from crawler.config import ConfigError, load_config, parse_config
-from crawler.dataset import RUN_ID_PATTERN
+from crawler.config.loader import ConfigError, load_config, parse_config
 from crawler.log import log_file_path
+from crawler.store.dataset import RUN_ID_PATTERN
 from tests.cloudformation import lint_problems, load_template
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -288,7 +288,7 @@ class Shell:
 
 STAND_IN = """\
 import json, os, sys
-from crawler.config import load_config
+from crawler.config.loader import load_config
 args = sys.argv[1:]
 config = load_config(args[args.index("-c") + 1])
 with open(os.environ["RECORD"], "w") as record:
@@ -566,7 +566,7 @@ def test_dockerignore_keeps_out_the_local_state_and_keeps_in_what_the_image_copi
 
 def test_a_retry_after_a_lost_host_waits_out_the_lost_attempts_lease() -> None:
     """Without --wait, a retry that starts while the lost attempt's heartbeat is fresh would exit 2 for good."""
-    from crawler.lease import STALE_AFTER_SECONDS
+    from crawler.store.lease import STALE_AFTER_SECONDS
 
     waits = {"kubernetes": float(option(crawler_container(k8s_object("Job"))["args"], "--wait"))}
     batch = (ROOT / "scripts/deploy/aws-batch/job-definition.yaml").read_text(encoding="utf-8")

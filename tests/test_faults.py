@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from crawler.dataset import DatasetError, read_manifest
+from crawler.config.settings import ConcurrencySettings, LoggingSettings, OrganizationsAccessSettings, OutputSettings
+from crawler.crawl.scheduler import run_crawl
 from crawler.errors import Interrupted
-from crawler.scheduler import run_crawl
-from crawler.settings import ConcurrencySettings, LoggingSettings, OrganizationsAccessSettings, OutputSettings
 from crawler.sim import FaultPlan, OrgSpec, RequestFaults
+from crawler.store.dataset import DatasetError, read_manifest
 from tests.helpers import crawl_config, crawlable, project, read_rows
 
 SPEC = OrgSpec(accounts=3, entities=8, seed=17)

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from crawler.calls import AccountCalls
-from crawler.inventory import Entity, entities_of, get_authorization_details, select_entities
-from crawler.ratelimit import RateLimiter
-from crawler.sessions import SessionFactory
-from crawler.settings import EntitySettings
+from crawler.aws.calls import AccountCalls
+from crawler.aws.ratelimit import RateLimiter
+from crawler.aws.sessions import SessionFactory
+from crawler.config.settings import EntitySettings
 from crawler.sim import OrgSpec
+from crawler.sources.inventory import Entity, entities_of, get_authorization_details, select_entities
 from tests.helpers import crawl_config
 
 ACCOUNT = "111122223333"

@@ -16,9 +16,9 @@ from typing import Any
 import pyarrow.fs as pafs
 import pytest
 
-from crawler.dataset import lease_store
 from crawler.errors import Interrupted
-from crawler.lease import (
+from crawler.store.dataset import lease_store
+from crawler.store.lease import (
     STALE_AFTER_SECONDS,
     WHOLE_RUN,
     Holder,
@@ -92,7 +92,7 @@ def test_a_holder_on_this_machine_whose_process_is_gone_is_taken_over(store: Lea
     pid = dead_pid()
     plant(store, "killed-run", other_holder(host="here", machine=machine_id(), pid=pid, started="123"))
 
-    with caplog.at_level(logging.WARNING, "crawler.lease"):
+    with caplog.at_level(logging.WARNING, "crawler.store.lease"):
         lease = acquire_lease(store, DAY)
 
     assert list(lease_document(store)["holders"]) == [lease.holder.process_id]
@@ -231,7 +231,7 @@ def test_an_unreadable_lease_is_free_and_said_so(tmp_path: Path, caplog: pytest.
     store = lease_store(str(tmp_path), DAY)
     Path(store.path).write_text("{not json", encoding="utf-8")
 
-    with caplog.at_level(logging.WARNING, "crawler.lease"):
+    with caplog.at_level(logging.WARNING, "crawler.store.lease"):
         lease = acquire_lease(store, DAY)
 
     assert "unreadable" in caplog.text
@@ -271,7 +271,7 @@ def test_process_start_tells_a_live_process_from_a_gone_one() -> None:
 def test_a_lease_on_a_filesystem_without_exclusive_create_warns_and_keeps_nothing_apart(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     filesystem = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
-    with caplog.at_level(logging.WARNING, "crawler.lease"):
+    with caplog.at_level(logging.WARNING, "crawler.store.lease"):
         store = LeaseStore(filesystem, "_leases/day.json")
     first = acquire_lease(store, DAY)
     second = acquire_lease(store, DAY)

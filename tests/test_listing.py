@@ -11,7 +11,7 @@ import pytest
 
 from crawler.errors import UsageError
 from crawler.listing import FIELDS, MAX_CELL_WIDTH, display_width, format_accounts, visible
-from crawler.organizations import Account
+from crawler.sources.organizations import Account
 
 HOSTILE_NAMES = [
     "two\nlines", "carriage\rreturn", 'say "hi"', "comma, name", "semi;colon", "tab\there", "back\\slash",

@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 
 from crawler.analysis import AnalysisError, load
-from crawler.dataset import RUN_UNIT, Dataset
-from crawler.orgaccess import LIMIT_EXCEEDED, account_of_path, crawl_organizations_access
-from crawler.progress import Progress
-from crawler.scheduler import RunSummary, discover, reusable_accounts, run_crawl
-from crawler.sessions import SessionFactory
-from crawler.settings import AdvisorSettings, Config, OrganizationsAccessSettings, OutputSettings
+from crawler.aws.sessions import SessionFactory
+from crawler.config.settings import AdvisorSettings, Config, OrganizationsAccessSettings, OutputSettings
+from crawler.crawl.progress import Progress
+from crawler.crawl.scheduler import RunSummary, discover, reusable_accounts, run_crawl
 from crawler.sim import FaultPlan, OrgSpec, SimulatedOrganization
 from crawler.sim.model import OrganizationModel
 from crawler.sim.org_report import MAX_RUNNING_REPORTS, entity_paths
-from crawler.verify import verify_snapshot
+from crawler.sources.organizations_view import LIMIT_EXCEEDED, account_of_path, crawl_organizations_access
+from crawler.store.dataset import RUN_UNIT, Dataset
+from crawler.store.verify import verify_snapshot
 from tests.helpers import crawl_config, project, read_rows
 
 SPEC = OrgSpec(accounts=4, entities=10, seed=23)

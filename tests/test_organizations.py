@@ -9,8 +9,13 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
 
-from crawler.calls import PacedCalls
-from crawler.organizations import (
+from crawler.aws.calls import PacedCalls
+from crawler.aws.ratelimit import RateLimiter
+from crawler.aws.sessions import SessionFactory
+from crawler.config.settings import AccountFilter, OrganizationSettings, StaticAccount, TagFilter
+from crawler.crawl.scheduler import discover
+from crawler.sim import FaultPlan, OrgSpec, RequestFaults, SimulatedOrganization
+from crawler.sources.organizations import (
     DISCOVERY_THREADS,
     MALFORMED_ATTEMPTS,
     Account,
@@ -24,11 +29,6 @@ from crawler.organizations import (
     select_accounts,
     static_accounts,
 )
-from crawler.ratelimit import RateLimiter
-from crawler.scheduler import discover
-from crawler.sessions import SessionFactory
-from crawler.settings import AccountFilter, OrganizationSettings, StaticAccount, TagFilter
-from crawler.sim import FaultPlan, OrgSpec, RequestFaults, SimulatedOrganization
 from tests.helpers import crawl_config
 
 #: 26 accounts: more than one page of 20, so empty pages show up; the management account id starts with zeros.

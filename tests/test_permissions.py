@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from crawler.scheduler import run_crawl
-from crawler.settings import (
+from crawler.config.settings import (
     AccountFilter,
     AdvisorSettings,
     AssumeRoleSettings,
@@ -32,6 +31,7 @@ from crawler.settings import (
     OrganizationSettings,
     TagFilter,
 )
+from crawler.crawl.scheduler import run_crawl
 from crawler.sim import OrgSpec, SimulatedOrganization
 from crawler.sim.org_report import entity_paths
 from crawler.sim.state import Request

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from crawler.ratelimit import (
+from crawler.aws.ratelimit import (
     ADAPTIVE_START,
     BOOK_START_SHARE,
     CUT_FACTOR,

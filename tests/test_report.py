@@ -25,21 +25,22 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from crawler import analysis, schema
+from crawler import analysis
 from crawler.cli import EXIT_FATAL, EXIT_OK, EXIT_USAGE, build_parser, main
-from crawler.dataset import Dataset
-from crawler.report import ReportResult, write_report
-from crawler.report.page import NO_ACCOUNTS
-from crawler.report.sheets import FORMULA_STARTS, neutralise
-from crawler.scheduler import run_crawl
-from crawler.settings import (
+from crawler.config.settings import (
     AccountFilter,
     AdvisorSettings,
     OrganizationsAccessSettings,
     OrganizationSettings,
     OutputSettings,
 )
+from crawler.crawl.scheduler import run_crawl
+from crawler.report import ReportResult, write_report
+from crawler.report.page import NO_ACCOUNTS
+from crawler.report.sheets import FORMULA_STARTS, neutralise
 from crawler.sim import OrgSpec
+from crawler.store import schema
+from crawler.store.dataset import Dataset
 from tests.helpers import crawl_config, crawlable
 
 SPEC = OrgSpec(accounts=4, entities=10, seed=3, hostile_names=True, accounts_without_crawler_role=1)

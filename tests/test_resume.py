@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from crawler import schema
-from crawler.dataset import read_manifest
+from crawler.store import schema
+from crawler.store.dataset import read_manifest
 from tests.helpers import read_rows, same_in_every_crawl
 
 pytestmark = [pytest.mark.cli, pytest.mark.slow]

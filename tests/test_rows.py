@@ -9,10 +9,10 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from crawler.advisor import COMPLETED, DELETED, FAILED, SKIPPED, TIMED_OUT, EntityOutcome, Failure
-from crawler.inventory import Entity
-from crawler.organizations import Account
-from crawler.rows import (
+from crawler.sources.advisor import COMPLETED, DELETED, FAILED, SKIPPED, TIMED_OUT, EntityOutcome, Failure
+from crawler.sources.inventory import Entity
+from crawler.sources.organizations import Account
+from crawler.sources.rows import (
     AccountResult,
     RunContext,
     accessor_rows,
@@ -25,9 +25,9 @@ from crawler.rows import (
     service_rows,
     utc,
 )
-from crawler.schema import PARTITION_COLUMN, RUN_TABLES, TABLES
+from crawler.store.schema import PARTITION_COLUMN, RUN_TABLES, TABLES
 
-#: The tables an account's rows fill (the Organizations view belongs to the run: crawler.orgaccess).
+#: The tables an account's rows fill (the Organizations view belongs to the run: crawler.sources.organizations_view).
 ACCOUNT_TABLES = set(TABLES) - {"organizations_access"} - RUN_TABLES
 
 PLUS_TWO = timezone(timedelta(hours=2))

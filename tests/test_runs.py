@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from crawler.dataset import RUNNING, Dataset
+from crawler.config.settings import AdvisorSettings, ConcurrencySettings, Config, OutputSettings
+from crawler.crawl.progress import Progress
+from crawler.crawl.runs import plan_run
+from crawler.crawl.scheduler import run_crawl
 from crawler.errors import Interrupted, UsageError
-from crawler.progress import Progress
-from crawler.runs import plan_run
-from crawler.scheduler import run_crawl
-from crawler.settings import AdvisorSettings, ConcurrencySettings, Config, OutputSettings
 from crawler.sim import OrgSpec
+from crawler.store.dataset import RUNNING, Dataset
 from tests.helpers import crawl_config, read_rows
 
 DAY_ONE = datetime(2026, 11, 29, 23, 50, tzinfo=timezone.utc)
@@ -24,7 +24,7 @@ DAY_TWO = datetime(2026, 11, 30, 0, 20, tzinfo=timezone.utc)
 
 def unfinished(config: Config, run_id: str, when: datetime) -> None:
     """Leave behind a run that started at ``when`` and never published (one account staged)."""
-    from crawler.config import config_digest
+    from crawler.config.loader import config_digest
 
     dataset = Dataset(config.output.path, when.date(), run_id, config.output)
     dataset.write_run_manifest({"status": RUNNING, "config_digest": config_digest(config),
@@ -109,7 +109,7 @@ def leave_staging(tmp_path: Path) -> Config:
 
 
 def test_prune_removes_only_the_staging_that_can_never_resume(tmp_path: Path) -> None:
-    from crawler.runs import prune_staging
+    from crawler.crawl.runs import prune_staging
 
     leave_staging(tmp_path)
 
@@ -127,9 +127,9 @@ def test_prune_removes_only_the_staging_that_can_never_resume(tmp_path: Path) ->
 
 
 def test_prune_skips_a_date_a_live_run_is_writing(tmp_path: Path) -> None:
-    from crawler.dataset import lease_store
-    from crawler.lease import acquire_lease
-    from crawler.runs import prune_staging
+    from crawler.crawl.runs import prune_staging
+    from crawler.store.dataset import lease_store
+    from crawler.store.lease import acquire_lease
 
     leave_staging(tmp_path)
     lease = acquire_lease(lease_store(str(tmp_path), DAY_TWO.date()), DAY_TWO.date())

@@ -9,16 +9,16 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from crawler import schema
-from crawler.scheduler import run_crawl
-from crawler.settings import (
+from crawler.config.settings import (
     AdvisorSettings,
     AssumeRoleSettings,
     ConcurrencySettings,
     OrganizationSettings,
     StaticAccount,
 )
+from crawler.crawl.scheduler import run_crawl
 from crawler.sim import FaultPlan, OrgSpec
+from crawler.store import schema
 from tests.helpers import crawl_config, crawlable, project, read_rows, stop_after_first_account
 
 SERVICE_COLUMNS = ("account_id", "entity_type", "entity_arn", "entity_name", "entity_path", "service_namespace",
@@ -214,10 +214,10 @@ def test_no_entity_is_lost_to_transient_faults(crawl_org, tmp_path: Path, faults
 def test_a_stopped_crawl_publishes_nothing_and_keeps_finished_accounts_staged(crawl_org, tmp_path: Path) -> None:
     import threading
 
-    from crawler.dataset import Dataset, read_manifest
+    from crawler.config.settings import ConcurrencySettings
+    from crawler.crawl.progress import Progress
     from crawler.errors import Interrupted
-    from crawler.progress import Progress
-    from crawler.settings import ConcurrencySettings
+    from crawler.store.dataset import Dataset, read_manifest
 
     sim = crawl_org(SPEC, FaultPlan.uniform(job_seconds=0.2))
     progress, stop = Progress(), threading.Event()
@@ -241,7 +241,7 @@ def manifest_date(manifest: dict):  # noqa: ANN201 - a date
 
 
 def test_filters_choose_the_accounts_crawled(crawl_org, tmp_path: Path) -> None:
-    from crawler.settings import AccountFilter, TagFilter
+    from crawler.config.settings import AccountFilter, TagFilter
 
     sim = crawl_org(OrgSpec(accounts=8, entities=8, seed=11))
     accounts = {i: m.account for i, m in sim.model.accounts.items() if m.account.state == "ACTIVE"}

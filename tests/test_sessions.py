@@ -9,9 +9,9 @@ from pathlib import Path
 import botocore.utils
 import pytest
 
-from crawler.scheduler import run_crawl
-from crawler.sessions import HOME_REGIONS, CredentialsError, EnterAccountError, SessionFactory, parse_timestamp
-from crawler.settings import AssumeRoleSettings, AwsSettings, ConcurrencySettings
+from crawler.aws.sessions import HOME_REGIONS, CredentialsError, EnterAccountError, SessionFactory, parse_timestamp
+from crawler.config.settings import AssumeRoleSettings, AwsSettings, ConcurrencySettings
+from crawler.crawl.scheduler import run_crawl
 from crawler.sim import FaultPlan, OrgSpec, SimulatedOrganization
 from tests.helpers import crawl_config, read_rows
 
@@ -139,8 +139,8 @@ def test_no_credentials_at_all_is_a_clear_error(tmp_path: Path, monkeypatch: pyt
 
 
 def test_discovery_refused_is_recorded_as_a_failed_run(crawl_org, tmp_path: Path, fake_aws_environment: Path) -> None:
-    from crawler.dataset import read_manifest
-    from crawler.organizations import DiscoveryError
+    from crawler.sources.organizations import DiscoveryError
+    from crawler.store.dataset import read_manifest
 
     crawl_org(SPEC)
     with (fake_aws_environment / "credentials").open("a", encoding="utf-8") as handle:

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from crawler.dataset import ClaimUnsupported, Dataset, latest_manifest, read_manifest, sharded_runs
+from crawler.config.settings import Config, OrganizationsAccessSettings, OutputSettings
+from crawler.crawl.runs import plan_run
+from crawler.crawl.scheduler import consolidate, run_crawl
+from crawler.crawl.shards import PUBLISH_CLAIM, Shard, default_run_id, shard_of
 from crawler.errors import UsageError
-from crawler.runs import plan_run
-from crawler.scheduler import consolidate, run_crawl
-from crawler.settings import Config, OrganizationsAccessSettings, OutputSettings
-from crawler.shards import PUBLISH_CLAIM, Shard, default_run_id, shard_of
 from crawler.sim import OrgSpec
-from crawler.verify import verify_snapshot
+from crawler.store.dataset import ClaimUnsupported, Dataset, latest_manifest, read_manifest, sharded_runs
+from crawler.store.verify import verify_snapshot
 from tests.helpers import crawl_config, crawlable, published_tables
 
 SNAPSHOT = date(2026, 11, 30)
@@ -143,7 +143,7 @@ def test_consolidate_publishes_when_every_shard_is_done_and_none_published(crawl
     with pytest.raises(UsageError, match="shards 0 of 2 are not done"):
         consolidate(root, SNAPSHOT)
     # the last shard records itself done, claims the publish and dies before publishing
-    monkeypatch.setattr("crawler.scheduler.publish_shards", lambda *_: (_ for _ in ()).throw(SystemExit(9)))
+    monkeypatch.setattr("crawler.crawl.scheduler.publish_shards", lambda *_: (_ for _ in ()).throw(SystemExit(9)))
     with pytest.raises(SystemExit):
         run_crawl(config, shard=Shard(0, 2), run_id="died")
     monkeypatch.undo()
@@ -163,7 +163,7 @@ def test_one_of_the_shards_finishing_together_publishes(crawl_org, tmp_path: Pat
     crawl_org(OrgSpec(accounts=4, entities=8, seed=8))
     config = config_at(tmp_path)
     published: list[int] = []
-    real_publish = __import__("crawler.scheduler", fromlist=["publish_shards"]).publish_shards
+    real_publish = __import__("crawler.crawl.scheduler", fromlist=["publish_shards"]).publish_shards
     barrier = threading.Barrier(3)
 
     def counted_publish(dataset, records):  # noqa: ANN001, ANN202
@@ -176,7 +176,7 @@ def test_one_of_the_shards_finishing_together_publishes(crawl_org, tmp_path: Pat
         barrier.wait(timeout=60)
         return real_records(self)
 
-    monkeypatch.setattr("crawler.scheduler.publish_shards", counted_publish)
+    monkeypatch.setattr("crawler.crawl.scheduler.publish_shards", counted_publish)
     monkeypatch.setattr(Dataset, "shard_records", records_after_everyone_is_done)
     results: list = [None] * 3
     threads = [threading.Thread(target=lambda k=k: results.__setitem__(k, run_crawl(config, shard=Shard(k, 3))))
@@ -238,7 +238,7 @@ def test_where_a_claim_is_impossible_the_shards_leave_the_publish_to_consolidate
     def unsupported(*_: object) -> bool:
         raise OSError(errno.ENOTSUP, "no exclusive create here")
 
-    monkeypatch.setattr("crawler.dataset.create_exclusively", unsupported)
+    monkeypatch.setattr("crawler.store.dataset.create_exclusively", unsupported)
     shards = crawl_in_shards(config_at(tmp_path), 2)
     assert [shard.published for shard in shards] == [False, False] and shards[-1].waiting_for == ()
     assert latest_manifest(str(tmp_path)) is None

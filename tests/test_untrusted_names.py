@@ -22,16 +22,16 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from crawler import schema
+from crawler.aws.sessions import SessionFactory
+from crawler.config.settings import AccountFilter, AdvisorSettings, LoggingSettings, OrganizationSettings
+from crawler.crawl.scheduler import RunSummary, discover, run_crawl
 from crawler.listing import format_accounts, visible
 from crawler.log import close_logging, configure_logging
-from crawler.organizations import Account, Discovery, select_accounts
-from crawler.scheduler import RunSummary, discover, run_crawl
-from crawler.sessions import SessionFactory
-from crawler.settings import AccountFilter, AdvisorSettings, LoggingSettings, OrganizationSettings
 from crawler.sim import OrgSpec, SimulatedOrganization
 from crawler.sim.generator import HOSTILE_ACCOUNT_NAMES, HOSTILE_IAM_NAMES, HOSTILE_OU_NAMES, HOSTILE_PATHS
 from crawler.sim.model import Entity, OrganizationModel
+from crawler.sources.organizations import Account, Discovery, select_accounts
+from crawler.store import schema
 from tests.helpers import crawl_config, crawlable, project, read_rows
 from tests.sim.helpers import all_pages
 from tests.test_scheduler import SERVICE_COLUMNS, truth

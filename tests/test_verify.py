@@ -13,12 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from crawler import schema
-from crawler.dataset import Dataset
+from crawler.config.settings import OutputSettings
 from crawler.errors import UsageError
-from crawler.parquet import file_schema
-from crawler.settings import OutputSettings
-from crawler.verify import Problem, VerifyReport, format_report, verify_snapshot
+from crawler.store import schema
+from crawler.store.dataset import Dataset
+from crawler.store.parquet import file_schema
+from crawler.store.verify import Problem, VerifyReport, format_report, verify_snapshot
 
 SNAPSHOT = date(2026, 11, 30)
 RUN_ID = "20261130T000000Z-ab12"
@@ -297,7 +297,7 @@ def test_a_snapshot_published_before_a_later_table_existed_is_clean(root: Path) 
 @pytest.fixture
 def crawled(crawl_org, tmp_path: Path) -> tuple[Path, dict[str, Any]]:
     """A real crawl of a small simulated organization (one account without the crawler role): root, manifest."""
-    from crawler.scheduler import run_crawl
+    from crawler.crawl.scheduler import run_crawl
     from crawler.sim import OrgSpec
     from tests.helpers import crawl_config
 

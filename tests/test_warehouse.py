@@ -1,4 +1,4 @@
-"""Generated warehouse DDL and schema docs: in step with crawler/schema.py, complete, and read back by real engines."""
+"""Generated warehouse DDL and schema docs: in step with crawler/store/schema.py, complete, read by real engines."""
 from __future__ import annotations
 
 import os
@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from crawler import schema, warehouse
-from crawler.scheduler import run_crawl
-from crawler.settings import AdvisorSettings, OrganizationsAccessSettings
+from crawler.config.settings import AdvisorSettings, OrganizationsAccessSettings
+from crawler.crawl.scheduler import run_crawl
 from crawler.sim import OrgSpec, SimulatedOrganization
+from crawler.store import schema, warehouse
 from tests.conftest import isolate_aws
 from tests.helpers import SIM_PROFILE, crawl_config
 

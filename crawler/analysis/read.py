@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from crawler import schema
-from crawler.dataset import (
+from crawler.errors import CrawlerError
+from crawler.store import schema
+from crawler.store.dataset import (
     PUBLISHED,
     RUN_ID_PATTERN,
     RUNS_DIR,
@@ -28,7 +29,6 @@ from crawler.dataset import (
     read_manifest,
     resolve_manifest_path,
 )
-from crawler.errors import CrawlerError
 
 #: Access advisor's tracking period: a use older than this is reported as "not used".
 TRACKING_PERIOD_DAYS = 400

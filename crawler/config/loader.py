@@ -1,7 +1,7 @@
-"""Load the YAML configuration into validated, frozen settings (:mod:`crawler.settings`).
+"""Load the YAML configuration into validated, frozen settings (:mod:`crawler.config.settings`).
 
 Every problem raises :class:`ConfigError` as ``<file>:<line>: <key.path>: <problem>``. Values are
-converted from the text as written, by the type each setting expects (see :mod:`crawler.yamlnodes`),
+converted from the text as written, by the type each setting expects (see :mod:`crawler.config.yamlnodes`),
 after ``${VAR}`` / ``${VAR:-default}`` interpolation (``$${`` is a literal ``${``).
 """
 from __future__ import annotations
@@ -19,8 +19,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node
 
-from crawler.errors import UsageError
-from crawler.settings import (
+from crawler.config.settings import (
     ACCOUNT_STATES,
     CHAINED_SESSION_LIMIT,
     COMPRESSIONS,
@@ -44,7 +43,7 @@ from crawler.settings import (
     StaticAccount,
     TagFilter,
 )
-from crawler.yamlnodes import (
+from crawler.config.yamlnodes import (
     MAX_DOCUMENT_CHARACTERS,
     NodeError,
     Reader,
@@ -60,6 +59,7 @@ from crawler.yamlnodes import (
     section,
     string,
 )
+from crawler.errors import UsageError
 
 DEFAULT_SOURCE = "<config>"
 _ACCOUNT_ID = re.compile(r"[0-9]{12}")

@@ -43,12 +43,12 @@ import botocore.exceptions
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from crawler import schema
+from crawler.config.settings import OutputSettings
 from crawler.errors import CrawlerError
-from crawler.lease import LEASES_DIR, LeaseStore
-from crawler.parquet import PartFile, PartWriter, StagedFileError, merge_sorted, rows_to_table, write_file
-from crawler.run_rows import SUPERSEDED, crawl_runs_rows
-from crawler.settings import OutputSettings
+from crawler.store import schema
+from crawler.store.lease import LEASES_DIR, LeaseStore
+from crawler.store.parquet import PartFile, PartWriter, StagedFileError, merge_sorted, rows_to_table, write_file
+from crawler.store.run_rows import SUPERSEDED, crawl_runs_rows
 
 LOG = logging.getLogger(__name__)
 

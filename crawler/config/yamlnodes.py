@@ -1,7 +1,7 @@
 """Read a YAML document as a tree of nodes and convert each value to the type its setting expects.
 
 PyYAML's implicit typing (YAML 1.1) reads ``001234567000`` as the octal number 175304192, ``no``
-as false and ``2024-01-02`` as a date. ``crawler.config`` therefore never lets PyYAML construct
+as false and ``2024-01-02`` as a date. ``crawler.config.loader`` therefore never lets PyYAML construct
 objects: it composes the node tree (which keeps the text as written and a line for every node)
 and converts each scalar with a converter chosen by the setting, so every problem comes with a
 line and a key path.

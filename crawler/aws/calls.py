@@ -16,9 +16,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from crawler.progress import Progress
-from crawler.ratelimit import RateLimiter
-from crawler.sessions import AWS_ERRORS, AccountSession, SessionFactory, error_code, error_message
+from crawler.aws.ratelimit import RateLimiter
+from crawler.aws.sessions import AWS_ERRORS, AccountSession, SessionFactory, error_code, error_message
+from crawler.crawl.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class AccountCalls(PacedCalls):
 
     @property
     def generation(self) -> int:
-        """The credentials' generation (see :class:`crawler.sessions.AccountSession`)."""
+        """The credentials' generation (see :class:`crawler.aws.sessions.AccountSession`)."""
         return self.session.generation
 
     def _renew(self, operation: str) -> bool:

@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from crawler.calls import MalformedAnswer, token_pages
+from crawler.aws.calls import MalformedAnswer, token_pages
+from crawler.aws.timestamps import utc
+from crawler.config.settings import AccountFilter, OrganizationSettings
 from crawler.errors import CrawlerError
-from crawler.settings import AccountFilter, OrganizationSettings
-from crawler.timestamps import utc
 
 log = logging.getLogger(__name__)
 _Answer = TypeVar("_Answer")
@@ -108,7 +108,7 @@ class OrganizationTree:
 # -- discovery: get ----------------------------------------------------------------------
 def discover_accounts(call: Call) -> Discovery:
     """Every account of the organization, with OU paths and tags, through ``call`` (an
-    ``organizations`` :class:`crawler.calls.PacedCalls`: every call paced, throttling waited out).
+    ``organizations`` :class:`crawler.aws.calls.PacedCalls`: every call paced, throttling waited out).
 
     Raises :class:`DiscoveryError` (with the AWS error code) when Organizations cannot be read.
     """

@@ -1,7 +1,7 @@
 """Check a published snapshot against its run manifest: every file present, intact, of the right rows and schema.
 
 The manifest ``runs/<run_id>.json`` names each table's files with their rows, size and SHA-256
-(see :mod:`crawler.dataset`). :func:`verify_snapshot` compares the snapshot's partitions with the
+(see :mod:`crawler.store.dataset`). :func:`verify_snapshot` compares the snapshot's partitions with the
 newest published manifest of that date and turns every difference into a :class:`Problem`; it
 reads files through ``pyarrow.fs`` in chunks, so it works on object storage and on large files.
 """
@@ -19,11 +19,18 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from crawler import schema
-from crawler.dataset import PUBLISHED, RUNS_DIR, STORAGE_ERRORS, DatasetError, open_filesystem, resolve_manifest_path
 from crawler.errors import UsageError
 from crawler.listing import visible
-from crawler.parquet import PartFile, describe_file, file_schema
+from crawler.store import schema
+from crawler.store.dataset import (
+    PUBLISHED,
+    RUNS_DIR,
+    STORAGE_ERRORS,
+    DatasetError,
+    open_filesystem,
+    resolve_manifest_path,
+)
+from crawler.store.parquet import PartFile, describe_file, file_schema
 
 MISSING = "missing"
 EXTRA = "extra"

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from crawler.calls import marker_pages
-from crawler.settings import EntitySettings
-from crawler.timestamps import utc
+from crawler.aws.calls import marker_pages
+from crawler.aws.timestamps import utc
+from crawler.config.settings import EntitySettings
 
 SERVICE_LINKED_PATH = "/aws-service-role/"
 #: GetAccountAuthorizationDetails filter names of each entity type.

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from crawler.calls import ANSWER_ERRORS, AccountCalls, MalformedAnswer, SessionLost, marker_pages, read_job
-from crawler.inventory import Entity
-from crawler.progress import Progress
-from crawler.sessions import AWS_ERRORS, error_code, error_message
-from crawler.settings import AdvisorSettings
+from crawler.aws.calls import ANSWER_ERRORS, AccountCalls, MalformedAnswer, SessionLost, marker_pages, read_job
+from crawler.aws.sessions import AWS_ERRORS, error_code, error_message
+from crawler.config.settings import AdvisorSettings
+from crawler.crawl.progress import Progress
+from crawler.sources.inventory import Entity
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Pure transforms: what AWS said about an account and its entities -> rows of every table.
 
-Rows are plain dicts keyed by the column names of :mod:`crawler.schema`. Nothing here calls
+Rows are plain dicts keyed by the column names of :mod:`crawler.store.schema`. Nothing here calls
 AWS or writes files; every timestamp leaves here tz-aware in UTC.
 """
 from __future__ import annotations
@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from crawler.advisor import COMPLETED, DELETED, FAILED, TIMED_OUT, EntityOutcome, Failure
-from crawler.organizations import Account
-from crawler.timestamps import utc
+from crawler.aws.timestamps import utc
+from crawler.sources.advisor import COMPLETED, DELETED, FAILED, TIMED_OUT, EntityOutcome, Failure
+from crawler.sources.organizations import Account
 
 
 @dataclass(frozen=True)

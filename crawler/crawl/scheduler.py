@@ -16,10 +16,36 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from crawler import __version__
-from crawler.advisor import FAILED, SKIPPED, TIMED_OUT, AccountAdvisor, Failure
-from crawler.calls import ANSWER_ERRORS, AccountCalls, PacedCalls, organizations_calls
-from crawler.config import config_digest
-from crawler.dataset import (
+from crawler.aws.calls import ANSWER_ERRORS, AccountCalls, PacedCalls, organizations_calls
+from crawler.aws.ratelimit import RateBook, RateLimiter
+from crawler.aws.sessions import EnterAccountError, SessionFactory, error_code, error_message
+from crawler.config.loader import config_digest
+from crawler.config.settings import Config, OutputSettings
+from crawler.crawl.progress import Progress
+from crawler.crawl.runs import AccountSummary, RunPlan, lease_run
+from crawler.crawl.shards import (
+    DONE,
+    PUBLISH_CLAIM,
+    Shard,
+    check_agreement,
+    expected_accounts,
+    missing_shards,
+    shard_count,
+)
+from crawler.errors import Interrupted, UsageError
+from crawler.sources.advisor import FAILED, SKIPPED, TIMED_OUT, AccountAdvisor, Failure
+from crawler.sources.inventory import entities_of, get_authorization_details, select_entities
+from crawler.sources.organizations import (
+    Account,
+    Discovery,
+    DiscoveryError,
+    discover_accounts,
+    select_accounts,
+    static_accounts,
+)
+from crawler.sources.organizations_view import crawl_organizations_access
+from crawler.sources.rows import AccountResult, RunContext, account_tables
+from crawler.store.dataset import (
     INTERRUPTED,
     RUN_UNIT,
     RUNNING,
@@ -30,33 +56,7 @@ from crawler.dataset import (
     lease_store,
     sharded_runs,
 )
-from crawler.errors import Interrupted, UsageError
-from crawler.inventory import entities_of, get_authorization_details, select_entities
-from crawler.lease import Lease, acquire_lease
-from crawler.orgaccess import crawl_organizations_access
-from crawler.organizations import (
-    Account,
-    Discovery,
-    DiscoveryError,
-    discover_accounts,
-    select_accounts,
-    static_accounts,
-)
-from crawler.progress import Progress
-from crawler.ratelimit import RateBook, RateLimiter
-from crawler.rows import AccountResult, RunContext, account_tables
-from crawler.runs import AccountSummary, RunPlan, lease_run
-from crawler.sessions import EnterAccountError, SessionFactory, error_code, error_message
-from crawler.settings import Config, OutputSettings
-from crawler.shards import (
-    DONE,
-    PUBLISH_CLAIM,
-    Shard,
-    check_agreement,
-    expected_accounts,
-    missing_shards,
-    shard_count,
-)
+from crawler.store.lease import Lease, acquire_lease
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The crawler's settings: frozen dataclasses, one per section of the YAML config.
 
-``crawler.config.load_config`` builds a :class:`Config` from a file and validates it
+``crawler.config.loader.load_config`` builds a :class:`Config` from a file and validates it
 completely; the rest of the crawler only ever sees these frozen objects. Defaults here are
 the defaults documented in ``config/crawler.example.yaml``.
 """

@@ -6,7 +6,7 @@ or is interrupted, the next run for the same snapshot date finds that run and re
 same run id, accounts already staged kept, the rest crawled. ``--resume`` also finds one of
 an earlier date (a crawl that crashed before midnight and is resumed after).
 
-A run plans under the lease of its snapshot date (:mod:`crawler.lease`), so it only ever
+A run plans under the lease of its snapshot date (:mod:`crawler.store.lease`), so it only ever
 resumes a run that no live process holds.
 """
 from __future__ import annotations
@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
 
-from crawler.config import config_digest
-from crawler.dataset import (
+from crawler.config.loader import config_digest
+from crawler.config.settings import Config
+from crawler.crawl.shards import Shard, default_run_id
+from crawler.errors import UsageError
+from crawler.store.dataset import (
     PUBLISHED,
     DatasetError,
     abandoned_runs,
@@ -31,11 +34,8 @@ from crawler.dataset import (
     staged_run_date,
     unfinished_runs,
 )
-from crawler.errors import UsageError
-from crawler.lease import WHOLE_RUN, Lease, LeaseHeld, acquire_lease
-from crawler.run_rows import SUPERSEDED
-from crawler.settings import Config
-from crawler.shards import Shard, default_run_id
+from crawler.store.lease import WHOLE_RUN, Lease, LeaseHeld, acquire_lease
+from crawler.store.run_rows import SUPERSEDED
 
 log = logging.getLogger(__name__)
 

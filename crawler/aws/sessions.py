@@ -26,8 +26,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
 from crawler import __version__
+from crawler.config.settings import CHAINED_SESSION_LIMIT, AssumeRoleSettings, AwsSettings, ConcurrencySettings
 from crawler.errors import CrawlerError
-from crawler.settings import CHAINED_SESSION_LIMIT, AssumeRoleSettings, AwsSettings, ConcurrencySettings
 
 log = logging.getLogger(__name__)
 

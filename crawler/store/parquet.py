@@ -1,7 +1,7 @@
 """Low-level Parquet for the dataset: rows to Arrow tables, writer options, rolling part files, a sorted merge.
 
 Everything here goes through a ``pyarrow.fs.FileSystem`` and plain path strings, so the same code
-writes to a local directory or (later) to S3. :mod:`crawler.dataset` decides where files go.
+writes to a local directory or (later) to S3. :mod:`crawler.store.dataset` decides where files go.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from crawler import schema
-from crawler.settings import OutputSettings
+from crawler.config.settings import OutputSettings
+from crawler.store import schema
 
 #: Codecs that take a compression level (arrow rejects a level for snappy).
 LEVELED_CODECS = ("zstd", "gzip")

@@ -23,8 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from crawler.advisor import Failure
-from crawler.calls import (
+from crawler.aws.calls import (
     ANSWER_ERRORS,
     AccountCalls,
     MalformedAnswer,
@@ -35,19 +34,20 @@ from crawler.calls import (
     read_job,
     token_pages,
 )
-from crawler.organizations import (
+from crawler.aws.ratelimit import RateLimiter
+from crawler.aws.sessions import EnterAccountError, SessionFactory, error_code, error_message
+from crawler.aws.timestamps import utc
+from crawler.config.settings import AdvisorSettings, Config
+from crawler.crawl.progress import Progress
+from crawler.sources.advisor import Failure
+from crawler.sources.organizations import (
     PAGE_SIZE,
     Account,
     Discovery,
     OrganizationTree,
     ou_path_names,
 )
-from crawler.progress import Progress
-from crawler.ratelimit import RateLimiter
-from crawler.rows import error_row
-from crawler.sessions import EnterAccountError, SessionFactory, error_code, error_message
-from crawler.settings import AdvisorSettings, Config
-from crawler.timestamps import utc
+from crawler.sources.rows import error_row
 
 log = logging.getLogger(__name__)
 
