@@ -15,6 +15,7 @@ from pathlib import Path
 from crawler.config.settings import AdvisorSettings, AwsSettings, ConcurrencySettings, Config, OutputSettings
 from crawler.crawl.progress import Progress
 from crawler.crawl.scheduler import RunSummary, run_crawl
+from crawler.outcomes import JobOutcome
 
 DEMO_PROFILE = "sim"
 #: Variables that would send the demo's calls elsewhere than the simulator.
@@ -57,7 +58,7 @@ def findings(summary: RunSummary, days: int = 90) -> list[str]:
     unused = unused[unused["status"] == "unused"]
     stale = analysis.stale_entities(snap, days)
     entities = snap.entities
-    users_and_roles = entities["entity_type"].isin(["USER", "ROLE"]) & (entities["job_outcome"] == "completed")
+    users_and_roles = entities["entity_type"].isin(["USER", "ROLE"]) & (entities["job_outcome"] == JobOutcome.COMPLETED)
     lines = [f"{len(unused):,} of {granted:,} granted (entity, service) pairs were not used in the last {days} days "
              f"({len(unused) / granted:.0%}; entities younger than that are not counted)",
              f"{int((stale['status'] == 'stale').sum()):,} of {int(users_and_roles.sum()):,} users and roles used "

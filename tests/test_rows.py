@@ -9,7 +9,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from crawler.sources.advisor import COMPLETED, DELETED, FAILED, SKIPPED, TIMED_OUT, EntityOutcome, Failure
+from crawler.outcomes import Failure
+from crawler.sources.advisor import COMPLETED, DELETED, FAILED, SKIPPED, TIMED_OUT, EntityOutcome
 from crawler.sources.inventory import Entity
 from crawler.sources.organizations import Account
 from crawler.sources.rows import (

@@ -19,6 +19,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from crawler.errors import CrawlerError
+from crawler.outcomes import JobOutcome
 from crawler.store import schema
 from crawler.store.dataset import (
     PUBLISHED,
@@ -33,9 +34,9 @@ from crawler.store.dataset import (
 #: Access advisor's tracking period: a use older than this is reported as "not used".
 TRACKING_PERIOD_DAYS = 400
 DEFAULT_DAYS = 90
-COMPLETED = "completed"
+COMPLETED = JobOutcome.COMPLETED
 #: Job outcomes that leave an entity without access data ("deleted" needs none: the entity is gone).
-WITHOUT_DATA = ("failed", "timed_out", "skipped")
+WITHOUT_DATA = JobOutcome.WITHOUT_DATA
 PRINCIPALS = ("USER", "ROLE")
 UNUSED, TOO_NEW, UNKNOWN, STALE = "unused", "too_new", "unknown", "stale"
 CHANGES = ("entity_added", "entity_removed", "service_added", "service_removed", "became_unused", "used_again")

@@ -30,6 +30,7 @@ from crawler.analysis.read import (
     manifest_for,
     read_table,
 )
+from crawler.outcomes import AccountOutcome, JobOutcome
 
 
 #: Access advisor's tracking period: a use older than this is reported as "not used".
@@ -176,14 +177,15 @@ def _read_side(root: str, snapshot: dt.date | str, window: pd.Timedelta) -> _Sid
                            ["account_id", "entity_arn", "service_namespace", "last_authenticated", "collected_at"])
     used = services["last_authenticated"] >= services["collected_at"] - window
     services = services.assign(used=used, service_namespace=services["service_namespace"].astype(object))
-    return _Side(frozenset(accounts.loc[accounts["outcome"] == "ok", "account_id"]), entities,
+    return _Side(frozenset(accounts.loc[accounts["outcome"] == AccountOutcome.OK, "account_id"]), entities,
                  services[["account_id", "entity_arn", "service_namespace", "used"]])
 
 
 def _entity_changes(before: _Side, after: _Side, accounts: frozenset[str]) -> pd.DataFrame:
     keys = ["account_id", "entity_arn"]
     present = [side.entities.loc[side.entities["account_id"].isin(accounts)
-                                 & (side.entities["job_outcome"] != "deleted"), keys] for side in (before, after)]
+                                 & (side.entities["job_outcome"] != JobOutcome.DELETED), keys]
+               for side in (before, after)]
     merged = present[0].merge(present[1], on=keys, how="outer", indicator=True)
     change = merged["_merge"].astype(str).map({"left_only": "entity_removed", "right_only": "entity_added"})
     return merged.assign(change=change, service_namespace=None).dropna(subset=["change"])[COMPARE_COLUMNS]

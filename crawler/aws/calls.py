@@ -16,8 +16,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from crawler.aws.errors import AWS_ERRORS, error_code, error_message
 from crawler.aws.ratelimit import RateLimiter
-from crawler.aws.sessions import AWS_ERRORS, AccountSession, SessionFactory, error_code, error_message
+from crawler.aws.sessions import AccountSession, SessionFactory
 from crawler.crawl.progress import Progress
 
 log = logging.getLogger(__name__)

@@ -26,15 +26,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
 from crawler import __version__
+from crawler.aws.errors import AWS_ERRORS, error_code, error_message
 from crawler.config.settings import CHAINED_SESSION_LIMIT, AssumeRoleSettings, AwsSettings, ConcurrencySettings
 from crawler.errors import CrawlerError
 
 log = logging.getLogger(__name__)
 
-#: Everything a call can raise because of what AWS (or the network) did: the crawler records
-#: these; anything else is a bug. botocore's ResponseParserError (a malformed answer) is not
-#: a BotoCoreError.
-AWS_ERRORS = (ClientError, BotoCoreError, ResponseParserError)
 #: The region where each partition's global services (Organizations, IAM) are reached.
 HOME_REGIONS = {"aws": "us-east-1", "aws-cn": "cn-northwest-1", "aws-us-gov": "us-gov-west-1"}
 
@@ -74,20 +71,6 @@ def _endpoint_setting(service: str) -> str:
         if os.environ.get(name):
             return name
     return "endpoint_url of the AWS profile"
-
-
-def error_code(error: BaseException) -> str:
-    """The AWS error code of a botocore exception (or its class name)."""
-    if isinstance(error, ClientError):
-        return str(error.response.get("Error", {}).get("Code") or "Unknown")
-    return type(error).__name__
-
-
-def error_message(error: BaseException) -> str:
-    """The AWS error message of a botocore exception (or its text)."""
-    if isinstance(error, ClientError):
-        return str(error.response.get("Error", {}).get("Message") or error)
-    return str(error)
 
 
 def parse_timestamp(value: Any) -> Any:

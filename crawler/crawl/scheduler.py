@@ -17,8 +17,9 @@ from typing import Any
 
 from crawler import __version__
 from crawler.aws.calls import ANSWER_ERRORS, AccountCalls, PacedCalls, organizations_calls
+from crawler.aws.errors import error_code, error_message
 from crawler.aws.ratelimit import RateBook, RateLimiter
-from crawler.aws.sessions import EnterAccountError, SessionFactory, error_code, error_message
+from crawler.aws.sessions import EnterAccountError, SessionFactory
 from crawler.config.loader import config_digest
 from crawler.config.settings import Config, OutputSettings
 from crawler.crawl.progress import Progress
@@ -33,7 +34,8 @@ from crawler.crawl.shards import (
     shard_count,
 )
 from crawler.errors import Interrupted, UsageError
-from crawler.sources.advisor import FAILED, SKIPPED, TIMED_OUT, AccountAdvisor, Failure
+from crawler.outcomes import AccountOutcome, Failure, JobOutcome, RunStatus
+from crawler.sources.advisor import SKIPPED, AccountAdvisor
 from crawler.sources.inventory import entities_of, get_authorization_details, select_entities
 from crawler.sources.organizations import (
     Account,
@@ -184,7 +186,7 @@ class NoAccountSelected(UsageError):
 
 
 #: The status of a run that stopped before crawling (discovery failed, no account selected).
-FAILED_RUN = "failed"
+FAILED_RUN = RunStatus.FAILED
 
 
 def open_dataset(config: Config, plan: RunPlan, shard: Shard | None) -> Dataset:
@@ -371,7 +373,7 @@ def reusable_accounts(dataset: Dataset, accounts: list[Account],
             continue
         if unit not in selected:
             dataset.discard(unit)
-        elif document.get("outcome") == "ok":
+        elif document.get("outcome") == AccountOutcome.OK:
             reused[unit] = AccountSummary.from_dict(document)
     return reused
 
@@ -497,11 +499,13 @@ def _manifest(granularity: str, organization_id: str | None, summaries: list[Acc
     return {
         "finished_at": datetime.now(timezone.utc).isoformat(), "organization_id": organization_id,
         "granularity": granularity,
-        "accounts": {"selected": len(summaries), "ok": outcomes.get("ok", 0), "failed": outcomes.get("failed", 0),
-                     "skipped": outcomes.get("skipped", 0), "interrupted": outcomes.get(INTERRUPTED, 0),
-                     "failed_ids": [summary.account_id for summary in summaries if summary.outcome != "ok"]},
+        "accounts": {"selected": len(summaries),
+                     **{outcome: outcomes.get(outcome, 0) for outcome in (AccountOutcome.OK, AccountOutcome.FAILED,
+                                                                         AccountOutcome.SKIPPED, INTERRUPTED)},
+                     "failed_ids": [summary.account_id for summary in summaries
+                                    if summary.outcome != AccountOutcome.OK]},
         "entities": dict(sorted(entities.items())),
-        "entities_missing": entities.get(FAILED, 0) + entities.get(TIMED_OUT, 0) + entities.get("skipped", 0),
+        "entities_missing": sum(entities.get(outcome, 0) for outcome in JobOutcome.WITHOUT_DATA),
         "errors": (run_rows or {}).get("errors", 0) + sum(summary.rows.get("errors", 0) for summary in summaries),
         "staged_rows": dict(sorted(staged_rows.items())),
     }

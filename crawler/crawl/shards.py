@@ -20,10 +20,11 @@ from datetime import date
 from typing import Any, TypeVar
 
 from crawler.errors import UsageError
+from crawler.outcomes import ShardStatus
 
 SHARD_PATTERN = re.compile(r"\s*(\d{1,6})\s*/\s*(\d{1,6})\s*")
 #: Statuses of a shard record.
-RUNNING, DONE, INTERRUPTED, FAILED = "running", "done", "interrupted", "failed"
+RUNNING, DONE, INTERRUPTED, FAILED = ShardStatus.RUNNING, ShardStatus.DONE, ShardStatus.INTERRUPTED, ShardStatus.FAILED
 #: The file the publishing shard creates exclusively in the run's staging directory.
 PUBLISH_CLAIM = "_publishing.json"
 

@@ -15,12 +15,13 @@ from typing import Any
 import pandas as pd
 
 from crawler import analysis
+from crawler.outcomes import AccountOutcome
 from crawler.report.markup import ARN, COUNT, DATE, KEY, SHARE, TEXT
 
 #: Upper edges (days since last use) of the age histogram's buckets; the review window is added.
 AGE_EDGES = (30, 90, 180, 365, analysis.TRACKING_PERIOD_DAYS)
 NEVER_USED = "never used in tracking period"
-NOT_CRAWLED = ("failed", "skipped")
+NOT_CRAWLED = AccountOutcome.NOT_CRAWLED
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,9 +80,9 @@ def organization_summary(snapshot_date: dt.date, days: int, accounts: pd.DataFra
     return [
         ("snapshot", snapshot_date, DATE),
         ("review window (days)", days, COUNT),
-        ("accounts crawled", int(outcomes.get("ok", 0)), COUNT),
-        ("accounts failed", int(outcomes.get("failed", 0)), COUNT),
-        ("accounts skipped", int(outcomes.get("skipped", 0)), COUNT),
+        ("accounts crawled", int(outcomes.get(AccountOutcome.OK, 0)), COUNT),
+        ("accounts failed", int(outcomes.get(AccountOutcome.FAILED, 0)), COUNT),
+        ("accounts skipped", int(outcomes.get(AccountOutcome.SKIPPED, 0)), COUNT),
         ("entities", int(accounts["entities"].sum()), COUNT),
         ("entities without data (unknown)", int(accounts["entities_unknown"].sum()), COUNT),
         ("granted services (entity x service)", granted, COUNT),

@@ -20,18 +20,20 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from crawler.aws.calls import ANSWER_ERRORS, AccountCalls, MalformedAnswer, SessionLost, marker_pages, read_job
-from crawler.aws.sessions import AWS_ERRORS, error_code, error_message
+from crawler.aws.errors import AWS_ERRORS, error_code, error_message
 from crawler.config.settings import AdvisorSettings
 from crawler.crawl.progress import Progress
+from crawler.outcomes import Failure, JobOutcome
 from crawler.sources.inventory import Entity
 
 log = logging.getLogger(__name__)
 
-COMPLETED, FAILED, TIMED_OUT, DELETED, SKIPPED = "completed", "failed", "timed_out", "deleted", "skipped"
+COMPLETED, FAILED, TIMED_OUT, DELETED, SKIPPED = (JobOutcome.COMPLETED, JobOutcome.FAILED, JobOutcome.TIMED_OUT,
+                                                  JobOutcome.DELETED, JobOutcome.SKIPPED)
 #: ListPoliciesGrantingServiceAccess takes at most this many namespaces per call.
 NAMESPACES_PER_CALL = 200
 #: A job lost to another session (NoSuchEntity on read, or any error once the credentials were
@@ -42,18 +44,6 @@ FIRST_READ_SHRINK = 0.98
 FIRST_READ_GROW = 1.5
 DRILLDOWN_TYPES = ("GROUP", "POLICY")
 POLICY_LOOKUP_TYPES = ("USER", "ROLE", "GROUP")
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A recorded failure of one stage of one entity (or account)."""
-
-    stage: str
-    code: str
-    message: str
-    attempts: int = 1
-    entity_arn: str | None = None
-    occurred_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 
 @dataclass

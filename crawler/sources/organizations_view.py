@@ -34,12 +34,13 @@ from crawler.aws.calls import (
     read_job,
     token_pages,
 )
+from crawler.aws.errors import error_code, error_message
 from crawler.aws.ratelimit import RateLimiter
-from crawler.aws.sessions import EnterAccountError, SessionFactory, error_code, error_message
+from crawler.aws.sessions import EnterAccountError, SessionFactory
 from crawler.aws.timestamps import utc
 from crawler.config.settings import AdvisorSettings, Config
 from crawler.crawl.progress import Progress
-from crawler.sources.advisor import Failure
+from crawler.outcomes import Failure, JobOutcome
 from crawler.sources.organizations import (
     PAGE_SIZE,
     Account,
@@ -58,7 +59,7 @@ SCP_FILTER = "SERVICE_CONTROL_POLICY"
 #: A report lost to another session (NoSuchEntity on read, or any error once the credentials were
 #: renewed since it was made) is generated again at most this often.
 MAX_LOST_REPORTS = 3
-COMPLETED, FAILED, SKIPPED = "completed", "failed", "skipped"
+COMPLETED, FAILED, SKIPPED = JobOutcome.COMPLETED, JobOutcome.FAILED, JobOutcome.SKIPPED
 
 
 @dataclass(frozen=True)

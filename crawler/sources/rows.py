@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from crawler.aws.timestamps import utc
-from crawler.sources.advisor import COMPLETED, DELETED, FAILED, TIMED_OUT, EntityOutcome, Failure
+from crawler.outcomes import AccountOutcome, Failure
+from crawler.sources.advisor import COMPLETED, DELETED, FAILED, TIMED_OUT, EntityOutcome
 from crawler.sources.organizations import Account
 
 
@@ -129,7 +130,8 @@ def error_row(run_id: str, organization_id: str | None, account_id: str | None, 
 def account_row(context: RunContext, result: AccountResult) -> dict[str, Any]:
     """The account, its outcome and counts."""
     account, outcomes = result.account, result.outcomes
-    outcome = "skipped" if result.skipped else ("failed" if result.failure else "ok")
+    outcome = AccountOutcome.SKIPPED if result.skipped else \
+        AccountOutcome.FAILED if result.failure else AccountOutcome.OK
     return {
         "run_id": context.run_id, "organization_id": context.organization_id, "account_id": account.id,
         "account_name": account.name, "account_email": account.email, "account_arn": account.arn,

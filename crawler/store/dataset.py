@@ -45,6 +45,7 @@ import pyarrow.fs as pafs
 
 from crawler.config.settings import OutputSettings
 from crawler.errors import CrawlerError
+from crawler.outcomes import RunStatus
 from crawler.store import schema
 from crawler.store.lease import LEASES_DIR, LeaseStore
 from crawler.store.parquet import PartFile, PartWriter, StagedFileError, merge_sorted, rows_to_table, write_file
@@ -65,9 +66,9 @@ SHARDS_DIR = "_shards"
 #: Inside a run's staging directory: the partitions being built, and the partitions they replaced.
 BUILD_DIR = "_publish"
 REPLACED_DIR = "_replaced"
-PUBLISHED = "published"
+PUBLISHED = RunStatus.PUBLISHED
 #: Statuses of a run that has not published: still going (or killed), or stopped by a signal.
-RUNNING, INTERRUPTED = "running", "interrupted"
+RUNNING, INTERRUPTED = RunStatus.RUNNING, RunStatus.INTERRUPTED
 #: Errors of the filesystem and of reading or writing Parquet.
 STORAGE_ERRORS = (OSError, pa.ArrowException, StagedFileError)
 
@@ -622,7 +623,7 @@ def unfinished_runs(root: str, snapshot_date: date | None = None) -> list[dict[s
     unfinished = []
     for document in manifests:
         day = str(document.get("snapshot_date"))
-        if document.get("status") in (RUNNING, INTERRUPTED) and \
+        if document.get("status") in RunStatus.UNFINISHED and \
                 (snapshot_date is None or day == snapshot_date.isoformat()) and \
                 str(document.get("started_at", "")) > published.get(day, "") and \
                 _exists(filesystem, f"{base}/{STAGING_DIR}/{day}/{document.get('run_id')}"):

@@ -11,8 +11,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from crawler.outcomes import AccountOutcome, RunStatus
+
 #: The status of a manifest whose date was published again by a later run.
-SUPERSEDED = "superseded"
+SUPERSEDED = RunStatus.SUPERSEDED
 
 
 def crawl_runs_rows(published: Mapping[str, Any], table_rows: Mapping[str, int],
@@ -22,10 +24,10 @@ def crawl_runs_rows(published: Mapping[str, Any], table_rows: Mapping[str, int],
     Every other run that had published the date is marked superseded by this one.
     """
     run_id = str(published["run_id"])
-    rows = [run_row(published, "published", None, table_rows)]
+    rows = [run_row(published, RunStatus.PUBLISHED, None, table_rows)]
     for document in others:
         status = str(document.get("status") or "unknown")
-        if status in ("published", SUPERSEDED):
+        if status in (RunStatus.PUBLISHED, SUPERSEDED):
             rows.append(run_row(document, SUPERSEDED, document.get("superseded_by") or run_id))
         else:
             rows.append(run_row(document, status, None))
@@ -49,8 +51,9 @@ def run_row(document: Mapping[str, Any], status: str, superseded_by: str | None,
         "organization_id": _text(document.get("organization_id")), "granularity": _text(document.get("granularity")),
         "resumed": document.get("resumed") if isinstance(document.get("resumed"), bool) else None,
         "shards": int((shards[0].get("shard") or {}).get("count", len(shards))) if shards else None,
-        "accounts_selected": _count(accounts.get("selected")), "accounts_ok": _count(accounts.get("ok")),
-        "accounts_failed": _count(accounts.get("failed")), "accounts_skipped": _count(accounts.get("skipped")),
+        "accounts_selected": _count(accounts.get("selected")), "accounts_ok": _count(accounts.get(AccountOutcome.OK)),
+        "accounts_failed": _count(accounts.get(AccountOutcome.FAILED)),
+        "accounts_skipped": _count(accounts.get(AccountOutcome.SKIPPED)),
         "entities": _count(sum(count for count in entities.values() if _count(count) is not None)),
         "entities_missing": _count(document.get("entities_missing")), "errors": _count(document.get("errors")),
         "table_rows": [{"table": name, "rows": int(rows)} for name, rows in sorted(table_rows.items())

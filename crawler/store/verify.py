@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from crawler.errors import UsageError
 from crawler.listing import visible
+from crawler.outcomes import AccountOutcome
 from crawler.store import schema
 from crawler.store.dataset import (
     PUBLISHED,
@@ -366,8 +367,8 @@ def summary_disagreements(filesystem: pafs.FileSystem, base: str, document: Mapp
     accounts = document.get("accounts")
     if isinstance(accounts, dict) and "accounts" in entries:
         outcomes = Counter(column("accounts", "outcome"))
-        counted = {"selected": sum(outcomes.values()), **{key: outcomes.get(key, 0) for key in ("ok", "failed",
-                                                                                               "skipped")}}
+        counted = {"selected": sum(outcomes.values()),
+                   **{key: outcomes.get(key, 0) for key in (AccountOutcome.OK, *AccountOutcome.NOT_CRAWLED)}}
         found.extend(f"accounts.{key} is {accounts.get(key)!r} but the accounts table holds {count:,}"
                      for key, count in counted.items() if key in accounts and accounts.get(key) != count)
     entities = document.get("entities")
