@@ -185,7 +185,8 @@ def _add_verify(commands: argparse._SubParsersAction) -> None:
                       "2: bad usage.", "access-crawler verify ./access-data --snapshot 2026-11-30")
     verify.add_argument("root", metavar="ROOT", help="the dataset root (a directory or a filesystem URI)")
     verify.add_argument("--snapshot", type=_date, metavar="DATE",
-                        help="snapshot date, YYYY-MM-DD (default: the most recently published)")
+                        help="snapshot date, YYYY-MM-DD (default: the latest snapshot date published, as every "
+                             "command and crawler.analysis take it)")
     verify.set_defaults(handler=_run_verify)
 
 
@@ -207,7 +208,8 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
                       "access-crawler report ./access-data --days 90 --out review.html")
     report.add_argument("root", metavar="ROOT", help="the dataset root (a directory or a filesystem URI)")
     report.add_argument("--snapshot", type=_date, metavar="DATE",
-                        help="snapshot date, YYYY-MM-DD (default: the most recently published)")
+                        help="snapshot date, YYYY-MM-DD (default: the latest snapshot date published, as every "
+                             "command and crawler.analysis take it)")
     report.add_argument("--days", type=_days, default=90,
                         help="a service not used in this many days before collection is unused (1-400; default 90)")
     report.add_argument("--format", choices=("html", "xlsx", "csv"), default="html",

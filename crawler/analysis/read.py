@@ -16,20 +16,19 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 
 from crawler.errors import CrawlerError
 from crawler.outcomes import JobOutcome
 from crawler.store import schema
 from crawler.store.dataset import (
     PUBLISHED,
-    RUN_ID_PATTERN,
-    RUNS_DIR,
     STORAGE_ERRORS,
+    DatasetError,
+    all_manifests,
     open_filesystem,
-    read_manifest,
     resolve_manifest_path,
 )
+from crawler.store.published import choose_published, manifest_date, published_dates
 
 #: Access advisor's tracking period: a use older than this is reported as "not used".
 TRACKING_PERIOD_DAYS = 400
@@ -67,7 +66,7 @@ class AnalysisError(CrawlerError):
 # -- reading the published dataset -------------------------------------------------------
 def snapshots(root: str | os.PathLike[str]) -> list[dt.date]:
     """The dates of the published snapshots under ``root``, ascending."""
-    return sorted({_manifest_date(manifest) for manifest in _published_manifests(os.fspath(root))})
+    return published_dates(_published_manifests(os.fspath(root)))
 
 
 def load(root: str | os.PathLike[str], table: str = "service_last_accessed",
@@ -114,42 +113,39 @@ def open_snapshot(root: str | os.PathLike[str], snapshot: dt.date | str | None =
 
 
 def _published_manifests(root: str) -> list[dict[str, Any]]:
-    filesystem, base = open_filesystem(root)
+    """The published manifests under ``root``; AnalysisError for one whose snapshot date is not a date."""
     try:
-        listing = filesystem.get_file_info(pafs.FileSelector(f"{base}/{RUNS_DIR}", allow_not_found=True))
-    except STORAGE_ERRORS as error:
-        raise AnalysisError(f"cannot list the run manifests under {root}: {error}") from error
-    run_ids = [info.base_name.removesuffix(".json") for info in listing
-               if info.type == pafs.FileType.File and info.base_name.endswith(".json")]
-    manifests = [read_manifest(root, run_id) for run_id in run_ids if RUN_ID_PATTERN.fullmatch(run_id)]
-    return [manifest for manifest in manifests if manifest.get("status") == PUBLISHED]
+        manifests = [manifest for manifest in all_manifests(root) if manifest.get("status") == PUBLISHED]
+    except DatasetError as error:
+        raise AnalysisError(str(error)) from error
+    for manifest in manifests:
+        _manifest_date(manifest)
+    return manifests
 
 
 def _manifest_date(manifest: dict[str, Any]) -> dt.date:
-    value = manifest.get("snapshot_date")
-    try:
-        day = dt.date.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        day = None
-    if day is None or day.isoformat() != value:
-        raise AnalysisError(f"the manifest of run {manifest.get('run_id')} has snapshot_date {value!r}, not a date "
-                            "(YYYY-MM-DD): access-crawler verify checks a snapshot")
+    day = manifest_date(manifest)
+    if day is None:
+        raise AnalysisError(f"the manifest of run {manifest.get('run_id')} has snapshot_date "
+                            f"{manifest.get('snapshot_date')!r}, not a date (YYYY-MM-DD): access-crawler verify "
+                            "checks a snapshot")
     return day
 
 
 def manifest_for(root: str, snapshot: dt.date | str | None) -> dict[str, Any]:
-    """The manifest of the published snapshot asked for; the latest publish wins when a date was rerun."""
+    """The manifest of the published snapshot asked for (None: the latest snapshot date published), as every
+    reader picks it (:mod:`crawler.store.published`); the latest publish wins when a date was rerun."""
     published = _published_manifests(root)
-    available = sorted({_manifest_date(manifest) for manifest in published})
+    available = published_dates(published)
     if not available:
         raise AnalysisError(f"no published snapshot under {root}: has a crawl published there yet?")
     wanted = available[-1] if snapshot is None else _as_date(snapshot)
     if wanted not in available:
         listed = ", ".join(day.isoformat() for day in available)
         raise AnalysisError(f"no published snapshot {wanted.isoformat()} under {root}; published: {listed}")
-    candidates = [manifest for manifest in published if _manifest_date(manifest) == wanted]
-    return max(candidates, key=lambda doc: (str(doc.get("published_at", "")), str(doc.get("run_id", ""))))
-
+    chosen = choose_published(published, wanted)
+    assert chosen is not None  # the date is one of the published dates
+    return dict(chosen)
 
 def _as_date(snapshot: dt.date | str) -> dt.date:
     if isinstance(snapshot, dt.datetime):

@@ -5,7 +5,7 @@
 -- unless include_service_linked is true. Reads only the published run of the snapshot.
 --
 --   SET VARIABLE root = 'out';                       -- the dataset root (required)
---   SET VARIABLE snapshot_date = DATE '2026-11-30';  -- optional: the latest published snapshot
+--   SET VARIABLE snapshot_date = DATE '2026-11-30';  -- optional: the latest snapshot date published
 --   SET VARIABLE days = 90;                          -- optional: 90; more than 0, at most 400
 --   SET VARIABLE include_service_linked = false;     -- optional: false
 with params as (

@@ -5,7 +5,7 @@
 -- Reads only the rows of the published run of the snapshot (runs/<run_id>.json, status "published").
 --
 --   SET VARIABLE root = 'out';                       -- the dataset root (required)
---   SET VARIABLE snapshot_date = DATE '2026-11-30';  -- optional: the latest published snapshot
+--   SET VARIABLE snapshot_date = DATE '2026-11-30';  -- optional: the latest snapshot date published
 --   SET VARIABLE days = 90;                          -- optional: 90; more than 0, at most 400
 with params as (
     select case when days > 0 and days <= 400 then to_seconds(days * 86400)

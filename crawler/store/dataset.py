@@ -49,6 +49,7 @@ from crawler.outcomes import RunStatus
 from crawler.store import schema
 from crawler.store.lease import LEASES_DIR, LeaseStore
 from crawler.store.parquet import PartFile, PartWriter, StagedFileError, merge_sorted, rows_to_table, write_file
+from crawler.store.published import choose_published
 from crawler.store.run_rows import SUPERSEDED, crawl_runs_rows
 
 LOG = logging.getLogger(__name__)
@@ -598,13 +599,10 @@ def read_manifest(root: str, run_id: str) -> dict[str, Any]:
 
 
 def latest_manifest(root: str, snapshot_date: date | None = None) -> dict[str, Any] | None:
-    """The most recently published manifest under ``root`` (of ``snapshot_date`` if given), or None."""
-    filesystem, base = open_filesystem(root)
-    wanted_date = snapshot_date.isoformat() if snapshot_date is not None else None
-    published = [document for document in _all_manifests(filesystem, base, root)
-                 if document.get("status") == PUBLISHED and wanted_date in (None, document.get("snapshot_date"))]
-    return max(published, key=lambda doc: (str(doc.get("published_at", "")), str(doc.get("run_id", ""))),
-               default=None)
+    """The published manifest of ``snapshot_date`` under ``root`` (None: of the latest snapshot date published),
+    as :func:`crawler.store.published.choose_published` picks it; None when there is none."""
+    chosen = choose_published(all_manifests(root), snapshot_date)
+    return dict(chosen) if chosen is not None else None
 
 
 def unfinished_runs(root: str, snapshot_date: date | None = None) -> list[dict[str, Any]]:
@@ -715,13 +713,38 @@ def _subdirectories_holding(filesystem: pafs.FileSystem, directory: str, child: 
     return [name for name, info in zip(found, children, strict=True) if info.type == kind]
 
 
+def all_manifests(root: str) -> list[dict[str, Any]]:
+    """Every run manifest under ``root``; DatasetError when one cannot be read."""
+    filesystem, base = open_filesystem(root)
+    return _all_manifests(filesystem, base, root)
+
+
+def scan_manifests(filesystem: pafs.FileSystem, base: str) -> tuple[list[tuple[str, dict[str, Any]]],
+                                                                       list[tuple[str, str]]]:
+    """Every run manifest as (path relative to the root, document), and those that cannot be read as
+    (path, why), in name order; OSError when ``runs/`` cannot be listed."""
+    listing = filesystem.get_file_info(pafs.FileSelector(f"{base}/{RUNS_DIR}", allow_not_found=True))
+    documents, unreadable = [], []
+    for info in sorted(listing, key=lambda item: item.path):
+        if info.type != pafs.FileType.File or not info.base_name.endswith(".json"):
+            continue
+        relative = f"{RUNS_DIR}/{info.base_name}"
+        try:
+            documents.append((relative, _read_json(filesystem, info.path)))
+        except DatasetError as error:
+            unreadable.append((relative, str(error.__cause__ or error)))
+    return documents, unreadable
+
+
 def _all_manifests(filesystem: pafs.FileSystem, base: str, root: str) -> list[dict[str, Any]]:
     try:
-        listing = filesystem.get_file_info(pafs.FileSelector(f"{base}/{RUNS_DIR}", allow_not_found=True))
+        documents, unreadable = scan_manifests(filesystem, base)
     except STORAGE_ERRORS as error:
         raise DatasetError(f"cannot list the manifests under {root}: {error}") from error
-    return [_read_json(filesystem, info.path) for info in listing
-            if info.type == pafs.FileType.File and info.base_name.endswith(".json")]
+    if unreadable:
+        path, why = unreadable[0]
+        raise DatasetError(f"cannot read manifest {path} under {root}: {why}")
+    return [document for _, document in documents]
 
 
 def _exists(filesystem: pafs.FileSystem, path: str) -> bool:
@@ -732,10 +755,10 @@ def _read_json(filesystem: pafs.FileSystem, path: str) -> dict[str, Any]:
     try:
         with filesystem.open_input_stream(path, compression=None) as stream:
             document = json.loads(stream.read().decode("utf-8"))
-    except (*STORAGE_ERRORS, ValueError) as error:
+    except (*STORAGE_ERRORS, ValueError, RecursionError) as error:
         raise DatasetError(f"cannot read manifest {path}: {error}") from error
     if not isinstance(document, dict):
-        raise DatasetError(f"manifest {path} is not a JSON object")
+        raise DatasetError(f"manifest {path} is not a JSON object") from ValueError("not a JSON object")
     return document
 
 

@@ -7,7 +7,6 @@ reads files through ``pyarrow.fs`` in chunks, so it works on object storage and 
 """
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -30,8 +29,10 @@ from crawler.store.dataset import (
     DatasetError,
     open_filesystem,
     resolve_manifest_path,
+    scan_manifests,
 )
 from crawler.store.parquet import PartFile, describe_file, file_schema
+from crawler.store.published import choose_published, manifest_date
 
 MISSING = "missing"
 EXTRA = "extra"
@@ -98,7 +99,7 @@ def verify_snapshot(root: str, snapshot_date: date | None = None) -> VerifyRepor
         return VerifyReport(root, snapshot_date, None, {}, 0, tuple(problems))
     manifest_path, document = found
     run_id = str(document.get("run_id") or manifest_path.rsplit("/", 1)[-1].removesuffix(".json"))
-    published_date = _manifest_date(document.get("snapshot_date"))
+    published_date = manifest_date(document)
     if published_date is None:
         detail = f"snapshot_date {document.get('snapshot_date')!r} is not a date (YYYY-MM-DD)"
         return VerifyReport(root, snapshot_date, run_id, {}, 0, (*problems, Problem(MANIFEST, manifest_path, detail)))
@@ -151,51 +152,29 @@ def _open_root(root: str) -> tuple[pafs.FileSystem, str]:
 
 def _find_manifest(filesystem: pafs.FileSystem, base: str,
                    snapshot_date: date | None) -> tuple[tuple[str, dict[str, Any]] | None, list[Problem]]:
-    """The newest published manifest of the date (any date for None) as (relative path, document), and problems."""
+    """The published manifest of the date (None: of the latest date published, as every reader picks it)
+    as (relative path, document), and the problems of the manifests met on the way."""
     try:
-        listing = filesystem.get_file_info(pafs.FileSelector(f"{base}/{RUNS_DIR}", allow_not_found=True))
+        documents, unreadable = scan_manifests(filesystem, base)
     except STORAGE_ERRORS as error:
         return None, [Problem(MANIFEST, RUNS_DIR, f"cannot list the manifests: {error}")]
-    wanted = snapshot_date.isoformat() if snapshot_date is not None else None
-    problems: list[Problem] = []
-    published: list[tuple[str, dict[str, Any]]] = []
-    unpublished: list[str] = []
-    for info in sorted(listing, key=lambda item: item.path):
-        if info.type != pafs.FileType.File or not info.base_name.endswith(".json"):
-            continue
-        relative = f"{RUNS_DIR}/{info.base_name}"
-        document = _load_json(filesystem, info.path)
-        if isinstance(document, str):
-            problems.append(Problem(MANIFEST, relative, document))
-        elif wanted in (None, document.get("snapshot_date")):
-            if document.get("status") == PUBLISHED:
-                published.append((relative, document))
-            else:
-                unpublished.append(f"{info.base_name.removesuffix('.json')} is {document.get('status')}")
-    if not published:
+    problems = [Problem(MANIFEST, path, f"unreadable manifest: {why}") for path, why in unreadable]
+    undated = [Problem(MANIFEST, path, f"snapshot_date {document.get('snapshot_date')!r} is not a date (YYYY-MM-DD)")
+               for path, document in documents
+               if document.get("status") == PUBLISHED and manifest_date(document) is None]
+    chosen = choose_published([document for _, document in documents], snapshot_date)
+    if chosen is None and undated:
+        return None, [*problems, *undated]
+    if chosen is None:
+        wanted = snapshot_date.isoformat() if snapshot_date is not None else None
+        unpublished = [f"{document.get('run_id') or path.rsplit('/', 1)[-1].removesuffix('.json')} is "
+                       f"{document.get('status')}" for path, document in documents
+                       if wanted in (None, document.get("snapshot_date")) and document.get("status") != PUBLISHED]
         detail = f"no published manifest{f' for snapshot {wanted}' if wanted else ''}"
         problems.append(Problem(MANIFEST, RUNS_DIR, detail + "".join(f"; run {run}" for run in unpublished)))
         return None, problems
-    newest = max(published, key=lambda found: (str(found[1].get("published_at", "")), str(found[1].get("run_id", ""))))
-    return newest, problems
-
-
-def _load_json(filesystem: pafs.FileSystem, path: str) -> dict[str, Any] | str:
-    """A manifest's JSON object, or why it cannot be read."""
-    try:
-        with filesystem.open_input_stream(path, compression=None) as stream:
-            document = json.loads(stream.read().decode("utf-8"))
-    except (*STORAGE_ERRORS, ValueError, RecursionError) as error:
-        return f"unreadable manifest: {error}"
-    return document if isinstance(document, dict) else "unreadable manifest: not a JSON object"
-
-
-def _manifest_date(text: Any) -> date | None:
-    try:
-        parsed = date.fromisoformat(text)
-    except (TypeError, ValueError):
-        return None
-    return parsed if parsed.isoformat() == text else None
+    path = next(path for path, document in documents if document is chosen)
+    return (path, dict(chosen)), problems
 
 
 def _partition(table: str, snapshot_date: date) -> str:
