@@ -156,9 +156,10 @@ def _add_prune(commands: argparse._SubParsersAction) -> None:
 
 def _run_prune(args: argparse.Namespace) -> int:
     from crawler.crawl.runs import prune_staging
+    from crawler.crawl.scheduler import objects_for
     from crawler.listing import visible
 
-    pruned = prune_staging(args.root, args.dry_run)
+    pruned = prune_staging(args.root, args.dry_run, objects_for(args.root))
     for item in pruned:
         print(f"{item.snapshot_date} {visible(item.run_id or '-')}: {visible(item.outcome)}")
     if not pruned:

@@ -14,7 +14,7 @@ import pytest
 from crawler import analysis
 from crawler.config.settings import ConcurrencySettings, OutputSettings
 from crawler.crawl.progress import Progress
-from crawler.crawl.scheduler import run_crawl
+from crawler.crawl.scheduler import objects_for, run_crawl
 from crawler.crawl.shards import Shard
 from crawler.errors import Interrupted
 from crawler.sim import FaultPlan, OrgSpec
@@ -143,7 +143,7 @@ def test_shards_publish_one_snapshot_on_s3(crawl_org, make_s3_root, tmp_path: Pa
 @pytest.mark.parametrize("where", ["s3", "local"])
 def test_a_claim_is_won_by_exactly_one_of_many(where: str, make_s3_root, tmp_path: Path) -> None:
     root = make_s3_root() if where == "s3" else str(tmp_path)
-    dataset = Dataset(root, SNAPSHOT, "claimed", output_at(root))
+    dataset = Dataset(root, SNAPSHOT, "claimed", output_at(root), objects_for(root))
     dataset.check_writable()
     dataset.record_shard("0-of-1", {"status": "running"})  # the run's staging directory exists
     start = threading.Barrier(8)

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow.fs as pafs
 import pytest
 
+from crawler.crawl.scheduler import objects_for
 from crawler.errors import Interrupted
 from crawler.store.dataset import lease_store
 from crawler.store.lease import (
@@ -37,7 +38,7 @@ DAY = date(2026, 11, 30)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> LeaseStore:
     """The lease of DAY on a local disk, then on S3."""
     root = str(tmp_path) if request.param == "local" else request.getfixturevalue("make_s3_root")()
-    return lease_store(root, DAY)
+    return lease_store(root, DAY, objects_for(root))
 
 
 def lease_document(store: LeaseStore) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from botocore.parsers import ResponseParserError
 
 from crawler import __version__
 from crawler.aws.errors import AWS_ERRORS, error_code, error_message
+from crawler.aws.s3 import ConditionalObjects
 from crawler.config.settings import CHAINED_SESSION_LIMIT, AssumeRoleSettings, AwsSettings, ConcurrencySettings
 from crawler.errors import CrawlerError
 
@@ -145,6 +146,15 @@ class SessionFactory:
             return self.base.get_credentials()
         except BotoCoreError as error:
             raise AwsSettingsError(f"the crawler's AWS credentials cannot be loaded: {error}") from error
+
+    def s3_objects(self) -> ConditionalObjects:
+        """Conditional S3 writes (the publish claim, the lease) with the crawler's own credentials."""
+        return ConditionalObjects(lambda: self.base_client("s3"))
+
+    @classmethod
+    def default(cls) -> SessionFactory:
+        """A factory of the standard credential chain and default settings (commands without a config)."""
+        return cls(AwsSettings(), AssumeRoleSettings(), ConcurrencySettings())
 
     def organizations_client(self) -> Any:
         """An Organizations client in the partition's home region: as the hub role when one is

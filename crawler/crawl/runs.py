@@ -34,7 +34,7 @@ from crawler.store.dataset import (
     staged_run_date,
     unfinished_runs,
 )
-from crawler.store.lease import WHOLE_RUN, Lease, LeaseHeld, acquire_lease
+from crawler.store.lease import WHOLE_RUN, Lease, LeaseHeld, ObjectConditions, acquire_lease
 from crawler.store.run_rows import SUPERSEDED
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 def lease_run(config: Config, resume: bool = False, run_id: str | None = None, shard: Shard | None = None,
-              wait: float | None = None, stop: threading.Event | None = None) -> tuple[RunPlan, Lease]:
+              wait: float | None = None, stop: threading.Event | None = None,
+              objects: ObjectConditions | None = None) -> tuple[RunPlan, Lease]:
     """Take the lease of the run's snapshot date, then plan the run under it (see :func:`plan_run`).
 
     Planning under the lease is what keeps a run from resuming another process's live run. The
@@ -92,7 +93,7 @@ def lease_run(config: Config, resume: bool = False, run_id: str | None = None, s
     member = shard.name if shard is not None else WHOLE_RUN
     for _ in range(PLAN_ATTEMPTS):
         draft = plan_run(config, resume, run_id, shard=shard)
-        store = lease_store(config.output.path, draft.snapshot_date)
+        store = lease_store(config.output.path, draft.snapshot_date, objects)
         lease = acquire_lease(store, draft.snapshot_date, member, draft.run_id if shard else None, wait, stop)
         try:
             plan = plan_run(config, resume, run_id, shard=shard)
@@ -174,7 +175,7 @@ class PrunedRun:
     outcome: str
 
 
-def prune_staging(root: str, dry_run: bool = False) -> list[PrunedRun]:
+def prune_staging(root: str, dry_run: bool = False, objects: ObjectConditions | None = None) -> list[PrunedRun]:
     """Remove the staging of runs that will never resume or publish, date by date, under each date's lease.
 
     Kept: the run a plain run of the date would resume, and sharded runs not published yet. A date
@@ -183,7 +184,7 @@ def prune_staging(root: str, dry_run: bool = False) -> list[PrunedRun]:
     pruned = []
     for day in staged_dates(root):
         try:
-            lease = acquire_lease(lease_store(root, day), day)
+            lease = acquire_lease(lease_store(root, day, objects), day)
         except LeaseHeld as error:
             pruned.append(PrunedRun(day, None, f"skipped: {error}"))
             continue

@@ -19,6 +19,7 @@ from crawler import __version__
 from crawler.aws.calls import ANSWER_ERRORS, AccountCalls, PacedCalls, organizations_calls
 from crawler.aws.errors import error_code, error_message
 from crawler.aws.ratelimit import RateBook, RateLimiter
+from crawler.aws.s3 import ConditionalObjects
 from crawler.aws.sessions import EnterAccountError, SessionFactory
 from crawler.config.loader import config_digest
 from crawler.config.settings import Config, OutputSettings
@@ -106,19 +107,34 @@ def run_crawl(config: Config, progress: Progress | None = None, stop: threading.
     """
     progress, stop = progress or Progress(), stop or threading.Event()
     check_writable(config.output.path)
-    plan, lease = lease_run(config, resume, run_id, shard, wait, stop)
+    # Credentials are needed before the lease only when the output is on S3 (its conditional writes).
+    factory = _session_factory(config) if config.output.path.startswith("s3://") else None
+    plan, lease = lease_run(config, resume, run_id, shard, wait, stop, objects_for(config.output.path, factory))
     lease.start_heartbeat(on_lost=stop.set)
     try:
-        return crawl_under_lease(config, plan, lease, progress, stop, shard, allow_empty)
+        return crawl_under_lease(config, factory, plan, lease, progress, stop, shard, allow_empty)
     finally:
         lease.release()
 
 
-def crawl_under_lease(config: Config, plan: RunPlan, lease: Lease, progress: Progress, stop: threading.Event,
-                      shard: Shard | None, allow_empty: bool = False) -> RunSummary:
+def _session_factory(config: Config) -> SessionFactory:
+    return SessionFactory(config.aws, config.assume_role, config.concurrency)
+
+
+def objects_for(root: str, factory: SessionFactory | None = None) -> ConditionalObjects | None:
+    """The conditional S3 writes an output on S3 needs (claims, leases), from ``factory`` (or the standard
+    chain's); None for any other output."""
+    if not root.startswith("s3://"):
+        return None
+    return (factory or SessionFactory.default()).s3_objects()
+
+
+def crawl_under_lease(config: Config, factory: SessionFactory | None, plan: RunPlan, lease: Lease,
+                      progress: Progress, stop: threading.Event, shard: Shard | None,
+                      allow_empty: bool = False) -> RunSummary:
     """The run planned under ``lease``: discover, crawl, stage, publish."""
-    dataset = open_dataset(config, plan, shard)
-    factory = SessionFactory(config.aws, config.assume_role, config.concurrency)
+    dataset = open_dataset(config, plan, shard, objects_for(config.output.path, factory))
+    factory = factory or _session_factory(config)
     identity = factory.caller_identity()
     header = {"tool": "access-crawler", "version": __version__, "config_digest": config_digest(config),
               "config_source": config.source, "started_at": plan.started_at.isoformat(),
@@ -189,13 +205,14 @@ class NoAccountSelected(UsageError):
 FAILED_RUN = RunStatus.FAILED
 
 
-def open_dataset(config: Config, plan: RunPlan, shard: Shard | None) -> Dataset:
+def open_dataset(config: Config, plan: RunPlan, shard: Shard | None,
+                 objects: ConditionalObjects | None = None) -> Dataset:
     """The run's dataset, checked writable; for a shard, checked to be open to it.
 
     UsageError when a shard's run is being published, or its other shards split it another way
     (found before hours of crawling, not after).
     """
-    dataset = Dataset(config.output.path, plan.snapshot_date, plan.run_id, config.output)
+    dataset = Dataset(config.output.path, plan.snapshot_date, plan.run_id, config.output, objects)
     dataset.check_writable()
     if shard is None:
         return dataset
@@ -315,7 +332,8 @@ def consolidate(root: str, snapshot_date: date, run_id: str | None = None) -> di
     when there is no such run, several (name one with ``run_id``), or shards are not done yet.
     """
     run_id = run_id or _only_sharded_run(root, snapshot_date)
-    probe = Dataset(root, snapshot_date, run_id, OutputSettings(path=root))
+    objects = objects_for(root)
+    probe = Dataset(root, snapshot_date, run_id, OutputSettings(path=root), objects)
     records = probe.shard_records()
     if not records:
         raise UsageError(f"run {run_id} of snapshot {snapshot_date} under {root} has no shard records")
@@ -323,13 +341,13 @@ def consolidate(root: str, snapshot_date: date, run_id: str | None = None) -> di
     if waiting:
         raise UsageError(f"run {run_id}: shards {', '.join(map(str, waiting))} of {shard_count(records)} are not "
                          "done; run them (with the same --run-id) first")
-    lease = acquire_lease(lease_store(root, snapshot_date), snapshot_date)
+    lease = acquire_lease(lease_store(root, snapshot_date, objects), snapshot_date)
     try:
         with contextlib.suppress(ClaimUnsupported):  # consolidating is a person's decision: no claim needed
             if not probe.claim(PUBLISH_CLAIM, {"consolidate": True, "claimed_at": datetime.now(timezone.utc)}):
                 log.warning("run %s: a shard claimed its publish but did not finish it; publishing it now", run_id)
         output = {key: value for key, value in (records[0].get("output") or {}).items() if value is not None}
-        dataset = Dataset(root, snapshot_date, run_id, OutputSettings(path=root, **output))
+        dataset = Dataset(root, snapshot_date, run_id, OutputSettings(path=root, **output), objects)
         return publish_shards(dataset, records)
     finally:
         lease.release()

@@ -32,14 +32,11 @@ import logging
 import os
 import re
 import sys
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-import boto3
-import botocore.exceptions
 import pyarrow as pa
 import pyarrow.fs as pafs
 
@@ -47,7 +44,7 @@ from crawler.config.settings import OutputSettings
 from crawler.errors import CrawlerError
 from crawler.outcomes import RunStatus
 from crawler.store import schema
-from crawler.store.lease import LEASES_DIR, LeaseStore
+from crawler.store.lease import LEASES_DIR, LeaseStore, ObjectConditions
 from crawler.store.parquet import PartFile, PartWriter, StagedFileError, merge_sorted, rows_to_table, write_file
 from crawler.store.published import choose_published
 from crawler.store.run_rows import SUPERSEDED, crawl_runs_rows
@@ -140,13 +137,16 @@ def check_writable(root: str) -> None:
 class Dataset:
     """One run's view of the dataset under ``root``: it stages units, then publishes the snapshot."""
 
-    def __init__(self, root: str, snapshot_date: date, run_id: str, settings: OutputSettings) -> None:
+    def __init__(self, root: str, snapshot_date: date, run_id: str, settings: OutputSettings,
+                 objects: ObjectConditions | None = None) -> None:
         if isinstance(snapshot_date, datetime) or not isinstance(snapshot_date, date):
             raise TypeError(f"snapshot_date must be a date, not {type(snapshot_date).__name__}")
         self.root = root
         self.snapshot_date = snapshot_date
         self.run_id = validate_run_id(run_id)
         self.settings = settings
+        #: Conditional writes on S3 (the session factory's client), for the publish claim.
+        self.objects = objects
         self._fs, self._base = open_filesystem(root)
         #: Local directories rename and exchange atomically; objects in a store do not.
         self._local = isinstance(self._fs, pafs.LocalFileSystem)
@@ -323,7 +323,7 @@ class Dataset:
         path = f"{self._run_dir}/{name}"
         content = json.dumps(document, indent=2, default=_json_value).encode() + b"\n"
         try:
-            return create_exclusively(self._fs, path, content)
+            return create_exclusively(self._fs, path, content, self.objects)
         except OSError as error:
             if error.errno == errno.ENOTSUP:
                 raise ClaimUnsupported(f"{self._fs.type_name} filesystems cannot create {path} exclusively") \
@@ -507,12 +507,12 @@ def exchange_directories(first: str, second: str) -> bool:
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 
 
-def create_exclusively(filesystem: pafs.FileSystem, path: str, content: bytes) -> bool:
+def create_exclusively(filesystem: pafs.FileSystem, path: str, content: bytes,
+                       objects: ObjectConditions | None = None) -> bool:
     """Write ``content`` to ``path`` unless it exists, atomically: False when it already existed.
 
-    pyarrow offers no atomic create, so this goes under it: ``O_EXCL`` locally, and on S3 a
-    ``PutObject`` with ``If-None-Match: *`` made by boto3 with the filesystem's endpoint, region
-    and keys (the standard credential chain when it was given none, as pyarrow's own).
+    pyarrow offers no atomic create, so this goes under it: ``O_EXCL`` locally, and on S3 a put
+    with ``If-None-Match: *`` through ``objects`` (the session factory's S3 client).
     """
     if isinstance(filesystem, pafs.LocalFileSystem):
         try:
@@ -522,54 +522,17 @@ def create_exclusively(filesystem: pafs.FileSystem, path: str, content: bytes) -
         with os.fdopen(descriptor, "wb") as stream:
             stream.write(content)
         return True
-    if filesystem.type_name == "s3":
-        return _put_if_absent(filesystem, path, content)
-    raise OSError(errno.ENOTSUP, f"{filesystem.type_name} cannot create a file exclusively", path)
+    if filesystem.type_name == "s3" and objects is not None:
+        return objects.put(path, content)
+    raise OSError(errno.ENOTSUP, f"{filesystem.type_name} cannot create a file exclusively here", path)
 
 
-def s3_client_for(filesystem: pafs.FileSystem) -> Any:
-    """A boto3 S3 client with the endpoint, region and keys of pyarrow's S3 ``filesystem`` (the standard
-    credential chain when it was given none, as pyarrow's own): for the conditional writes pyarrow lacks."""
-    options = filesystem.__reduce__()[1][0]  # how pyarrow pickles an S3FileSystem: its settings
-    endpoint = options.get("endpoint_override") or None
-    if endpoint and "://" not in endpoint:
-        endpoint = f"{options.get('scheme') or 'https'}://{endpoint}"
-    return boto3.session.Session().client(
-        "s3", region_name=options.get("region") or None, endpoint_url=endpoint,
-        aws_access_key_id=options.get("access_key") or None, aws_secret_access_key=options.get("secret_key") or None,
-        aws_session_token=options.get("session_token") or None)
-
-
-def lease_store(root: str, snapshot_date: date) -> LeaseStore:
-    """The lease object of ``snapshot_date`` under ``root`` (``_leases/<date>.json``)."""
+def lease_store(root: str, snapshot_date: date, objects: ObjectConditions | None = None) -> LeaseStore:
+    """The lease object of ``snapshot_date`` under ``root`` (``_leases/<date>.json``); on S3 through ``objects``."""
     filesystem, base = open_filesystem(root)
     if isinstance(filesystem, pafs.LocalFileSystem):
         os.makedirs(f"{base}/{LEASES_DIR}", exist_ok=True)
-    return LeaseStore(filesystem, f"{base}/{LEASES_DIR}/{snapshot_date.isoformat()}.json",
-                      functools.partial(s3_client_for, filesystem))
-
-
-def _put_if_absent(filesystem: pafs.FileSystem, path: str, content: bytes) -> bool:
-    client = s3_client_for(filesystem)
-    bucket, _, key = path.partition("/")
-    for attempt in range(CONFLICT_ATTEMPTS):
-        try:
-            client.put_object(Bucket=bucket, Key=key, Body=content, IfNoneMatch="*")
-            return True
-        except botocore.exceptions.ClientError as error:
-            code = error.response.get("Error", {}).get("Code")
-            if code == "PreconditionFailed":
-                return False
-            if code != "ConditionalRequestConflict" or attempt + 1 == CONFLICT_ATTEMPTS:
-                raise OSError(errno.EIO, f"cannot create s3://{path}: {error}") from error
-            time.sleep(0.5 * (attempt + 1))  # another put of the same key was in flight: S3 asks to retry
-        except botocore.exceptions.BotoCoreError as error:
-            raise OSError(errno.EIO, f"cannot create s3://{path}: {error}") from error
-    raise AssertionError("unreachable")
-
-
-#: Tries of a conditional put that S3 answered with ConditionalRequestConflict (a concurrent put).
-CONFLICT_ATTEMPTS = 4
+    return LeaseStore(filesystem, f"{base}/{LEASES_DIR}/{snapshot_date.isoformat()}.json", objects)
 
 
 @functools.cache

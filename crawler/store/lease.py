@@ -32,9 +32,8 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 
-import botocore.exceptions
 import pyarrow.fs as pafs
 
 from crawler.errors import CrawlerError, Interrupted, UsageError
@@ -161,6 +160,19 @@ def process_start(pid: int) -> str | None:
     return "alive"
 
 
+class ObjectConditions(Protocol):
+    """Conditional reads and writes of objects (``crawler.aws.s3.ConditionalObjects``): the S3 side of a lease."""
+
+    def read(self, path: str) -> tuple[bytes, str] | None:
+        """The object's content and version, or None."""
+
+    def put(self, path: str, content: bytes, version: str | None = None) -> bool:
+        """Write if absent (``version`` None) or still at ``version``."""
+
+    def delete(self, path: str, version: str) -> bool:
+        """Delete if still at ``version``."""
+
+
 class LeaseStore:
     """The lease object of one date, changed only by exclusive create and compare-and-swap.
 
@@ -169,18 +181,15 @@ class LeaseStore:
     when another process changed it first.
     """
 
-    def __init__(self, filesystem: pafs.FileSystem, path: str,
-                 s3_client: Callable[[], Any] | None = None) -> None:
+    def __init__(self, filesystem: pafs.FileSystem, path: str, objects: ObjectConditions | None = None) -> None:
         self.path = path
-        self._fs = filesystem
         self._local = isinstance(filesystem, pafs.LocalFileSystem)
         #: Only local disks and S3 offer an exclusive create here: elsewhere nothing keeps runs apart.
-        self.supported = self._local or filesystem.type_name == "s3"
+        self.supported = self._local or (filesystem.type_name == "s3" and objects is not None)
         if not self.supported:
-            log.warning("%s filesystems cannot create a file exclusively: nothing keeps two runs of one snapshot "
-                        "date apart on this output; make sure only one runs at a time", filesystem.type_name)
-        self._s3 = s3_client
-        self._s3_client: Any = None
+            log.warning("%s filesystems cannot create a file exclusively here: nothing keeps two runs of one "
+                        "snapshot date apart on this output; make sure only one runs at a time", filesystem.type_name)
+        self._objects = objects
 
     def read(self) -> tuple[dict[str, Any] | None, str | None]:
         """The lease document and its version, or (None, None) when there is no lease."""
@@ -193,14 +202,9 @@ class LeaseStore:
             except FileNotFoundError:
                 return None, None
             return _parse(content, self.path), hashlib.sha256(content).hexdigest()
-        bucket, key = self._bucket_key()
-        try:
-            answer = self._client().get_object(Bucket=bucket, Key=key)
-        except botocore.exceptions.ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None, None
-            raise OSError(errno.EIO, f"cannot read s3://{self.path}: {error}") from error
-        return _parse(answer["Body"].read(), self.path), str(answer["ETag"])
+        assert self._objects is not None
+        found = self._objects.read(self.path)
+        return (None, None) if found is None else (_parse(found[0], self.path), found[1])
 
     def create(self, document: Mapping[str, Any]) -> bool:
         """Write the lease if there is none: False when another process created it first."""
@@ -220,7 +224,10 @@ class LeaseStore:
             return version is None  # a lease nobody can see: taking it always succeeds, changing it never
         if self._local:
             return self._change_locally(version, content)
-        return self._change_in_s3(version, content)
+        assert self._objects is not None
+        if content is None:
+            return self._objects.delete(self.path, str(version))
+        return self._objects.put(self.path, content, version)
 
     def _change_locally(self, version: str | None, content: bytes | None) -> bool:
         with self._guard():
@@ -259,34 +266,6 @@ class LeaseStore:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(guard)
-
-    def _change_in_s3(self, version: str | None, content: bytes | None) -> bool:
-        bucket, key = self._bucket_key()
-        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
-        try:
-            if content is None:
-                self._client().delete_object(Bucket=bucket, Key=key, **condition)
-            else:
-                self._client().put_object(Bucket=bucket, Key=key, Body=content, **condition)
-            return True
-        except botocore.exceptions.ClientError as error:
-            code = error.response.get("Error", {}).get("Code")
-            if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404"):
-                return False  # another process changed (or removed) it first: read it again
-            raise OSError(errno.EIO, f"cannot write s3://{self.path}: {error}") from error
-        except botocore.exceptions.BotoCoreError as error:
-            raise OSError(errno.EIO, f"cannot write s3://{self.path}: {error}") from error
-
-    def _bucket_key(self) -> tuple[str, str]:
-        bucket, _, key = self.path.partition("/")
-        return bucket, key
-
-    def _client(self) -> Any:
-        if self._s3_client is None:
-            if self._s3 is None:
-                raise OSError(errno.EINVAL, f"no S3 client for the lease s3://{self.path}")
-            self._s3_client = self._s3()
-        return self._s3_client
 
 
 def _parse(content: bytes, path: str) -> dict[str, Any]:
