@@ -542,6 +542,7 @@ def run_sql(root: Path, name: str, day: date | None) -> pd.DataFrame:
     connection.execute(f"SET VARIABLE days = {DAYS}")
     if day is not None:
         connection.execute(f"SET VARIABLE snapshot_date = DATE '{day.isoformat()}'")
+    connection.execute(analysis.example_setup())
     return connection.sql(analysis.example_queries()[name]).df()
 
 

@@ -28,6 +28,7 @@ from crawler.analysis.read import (
     AnalysisError,
     Snapshot,
     example_queries,
+    example_setup,
     load,
     open_snapshot,
     snapshots,
@@ -37,5 +38,5 @@ from crawler.analysis.scp import NoOrganizationsView, scp_review, scp_summary
 
 __all__ = ["CHANGES", "COMPLETED", "DEFAULT_DAYS", "STALE", "TOO_NEW", "TRACKING_PERIOD_DAYS", "UNKNOWN", "UNUSED",
            "AnalysisError", "LeastPrivilege", "NoOrganizationsView", "Snapshot", "account_summary", "compare",
-           "example_queries", "least_privilege", "load", "open_snapshot", "scp_review", "scp_summary", "snapshots",
-           "stale_entities", "unused_services", "widest_gaps"]
+           "example_queries", "example_setup", "least_privilege", "load", "open_snapshot", "scp_review",
+           "scp_summary", "snapshots", "stale_entities", "unused_services", "widest_gaps"]

@@ -249,8 +249,22 @@ def categorize(frame: pd.DataFrame) -> pd.DataFrame:
 # -- SQL ------------------------------------------------------------------------------------
 def example_queries() -> dict[str, str]:
     """The example DuckDB queries shipped in ``crawler/sql``, by name: unused_services,
-    stale_entities, account_summary. Each reads only the published snapshot; set the variables
-    its header names first (``SET VARIABLE root = 'out';``)."""
+    stale_entities, account_summary. Each reads only the published snapshot: set the variables
+    its header names (``SET VARIABLE root = 'out';``), run :func:`example_setup` once, then the query."""
+    return {name: text for name, text in _sql_files().items() if name != SQL_SETUP}
+
+
+def example_setup() -> str:
+    """``crawler/sql/published.sql``: the views the example queries read (the published run, its rows, the
+    window), picking the run by the rule every reader follows (:mod:`crawler.store.published`)."""
+    return _sql_files()[SQL_SETUP]
+
+
+#: The shipped SQL file the example queries need first.
+SQL_SETUP = "published"
+
+
+def _sql_files() -> dict[str, str]:
     folder = resources.files("crawler").joinpath("sql")
     return {entry.name.removesuffix(".sql"): entry.read_text("utf-8")
             for entry in sorted(folder.iterdir(), key=lambda item: item.name) if entry.name.endswith(".sql")}

@@ -4,38 +4,17 @@
 -- row per entity whose job did not complete (failed, timed_out, skipped): no data is not "unused".
 -- Reads only the rows of the published run of the snapshot (runs/<run_id>.json, status "published").
 --
+-- Run published.sql first (it picks the published run); its variables:
 --   SET VARIABLE root = 'out';                       -- the dataset root (required)
 --   SET VARIABLE snapshot_date = DATE '2026-11-30';  -- optional: the latest snapshot date published
 --   SET VARIABLE days = 90;                          -- optional: 90; more than 0, at most 400
-with params as (
-    select case when days > 0 and days <= 400 then to_seconds(days * 86400)
-                else error('days must be more than 0 and at most 400, the access-advisor tracking period') end
-           as window_length
-    from (select cast(coalesce(getvariable('days'), 90) as double) as days)
-),
-published as (
-    select run_id, snapshot_date, published_at
-    from read_json(getvariable('root') || '/runs/*.json',
-                   columns = {run_id: 'VARCHAR', snapshot_date: 'DATE', status: 'VARCHAR', published_at: 'VARCHAR'})
-    where status = 'published'
-),
-chosen as (
-    select run_id, snapshot_date
-    from published
-    where snapshot_date = coalesce(cast(getvariable('snapshot_date') as date),
-                                   (select max(snapshot_date) from published))
-    order by published_at desc, run_id desc
-    limit 1
-),
-entities as (
+with entities as (
     select *
-    from read_parquet(getvariable('root') || '/entities/*/*.parquet', hive_partitioning = true)
-    where snapshot_date = (select snapshot_date from chosen) and run_id = (select run_id from chosen)
+    from published_rows('entities')
 ),
 services as (
     select *
-    from read_parquet(getvariable('root') || '/service_last_accessed/*/*.parquet', hive_partitioning = true)
-    where snapshot_date = (select snapshot_date from chosen) and run_id = (select run_id from chosen)
+    from published_rows('service_last_accessed')
 ),
 judged as (
     select s.*, e.create_date, s.collected_at - (select window_length from params) as window_start
