@@ -281,9 +281,9 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _crawl(config: Any, crawl: Callable[[Any, threading.Event], Any],
            show_findings: Callable[[Any], list[str]] | None = None) -> int:
     """Logging, the progress display, stop on signals, the crawl, the summary; the exit code."""
-    from crawler.crawl.memory import economise_memory
-    from crawler.crawl.progress import Progress, ProgressDisplay
     from crawler.log import close_logging, configure_logging, console_handlers
+    from crawler.progress import Progress, ProgressDisplay
+    from crawler.store.memory import economise_memory
 
     economise_memory()
     _check_output(config.output.path)  # before the log, which goes under it

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from crawler.config.settings import AdvisorSettings, AwsSettings, ConcurrencySettings, Config, OutputSettings
-from crawler.crawl.progress import Progress
 from crawler.crawl.scheduler import RunSummary, run_crawl
 from crawler.outcomes import JobOutcome
+from crawler.progress import Progress
 
 DEMO_PROFILE = "sim"
 #: Variables that would send the demo's calls elsewhere than the simulator.

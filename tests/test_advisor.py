@@ -10,8 +10,8 @@ from crawler.aws.calls import AccountCalls
 from crawler.aws.ratelimit import RateLimiter
 from crawler.aws.sessions import SessionFactory
 from crawler.config.settings import AdvisorSettings, ConcurrencySettings, EntitySettings
-from crawler.crawl.progress import Progress
 from crawler.crawl.scheduler import run_crawl
+from crawler.progress import Progress
 from crawler.sim import FaultPlan, OrgSpec, RequestFaults
 from crawler.sources.advisor import COMPLETED, FAILED, AccountAdvisor
 from crawler.sources.inventory import entities_of, get_authorization_details

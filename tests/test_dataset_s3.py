@@ -13,10 +13,10 @@ import pytest
 
 from crawler import analysis
 from crawler.config.settings import ConcurrencySettings, OutputSettings
-from crawler.crawl.progress import Progress
 from crawler.crawl.scheduler import objects_for, run_crawl
 from crawler.crawl.shards import Shard
 from crawler.errors import Interrupted
+from crawler.progress import Progress
 from crawler.sim import FaultPlan, OrgSpec
 from crawler.store import schema
 from crawler.store.dataset import (

@@ -81,7 +81,7 @@ def test_every_console_line_carries_the_account_id_or_a_dash(tmp_path: Path) -> 
     configure(tmp_path, console)
 
     log.info("entered", extra={"account_id": ACCOUNT_ID})
-    logging.getLogger("crawler.crawl.progress").info("no account")
+    logging.getLogger("crawler.progress").info("no account")
     logging.getLogger(LOGGER).warning("from the package logger")
 
     assert console.getvalue().splitlines() == [f"INFO [{ACCOUNT_ID}] entered", "INFO [-] no account",
@@ -111,7 +111,7 @@ def test_json_gives_one_object_per_line_in_the_file(tmp_path: Path) -> None:
     before = datetime.now(timezone.utc).replace(microsecond=0)
 
     log.info("entered", extra={"account_id": ACCOUNT_ID})
-    logging.getLogger("crawler.crawl.progress").warning("two\nlines, ünïcödé \"quoted\"")
+    logging.getLogger("crawler.progress").warning("two\nlines, ünïcödé \"quoted\"")
     after = datetime.now(timezone.utc)
 
     assert path is not None
@@ -119,7 +119,7 @@ def test_json_gives_one_object_per_line_in_the_file(tmp_path: Path) -> None:
     assert [set(entry) for entry in entries] == [JSON_KEYS, JSON_KEYS]
     assert [(e["level"], e["logger"], e["account_id"], e["message"]) for e in entries] == [
         ("INFO", "crawler.tests", ACCOUNT_ID, "entered"),
-        ("WARNING", "crawler.crawl.progress", "-", "two\nlines, ünïcödé \"quoted\"")]
+        ("WARNING", "crawler.progress", "-", "two\nlines, ünïcödé \"quoted\"")]
     times = [datetime.fromisoformat(entry["time"]) for entry in entries]
     assert all(moment.utcoffset() == timedelta(0) for moment in times)
     assert all(before <= moment <= after for moment in times)

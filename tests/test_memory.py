@@ -8,7 +8,7 @@ import sys
 def test_economise_memory_puts_arrow_on_the_system_allocator() -> None:
     # In a child process: the setting is process-wide and must not leak into other tests.
     script = ("import pyarrow as pa\n"
-              "from crawler.crawl.memory import economise_memory\n"
+              "from crawler.store.memory import economise_memory\n"
               "economise_memory()\n"
               "print(pa.default_memory_pool().backend_name)\n")
     answer = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
@@ -17,6 +17,6 @@ def test_economise_memory_puts_arrow_on_the_system_allocator() -> None:
 
 
 def test_economise_memory_is_harmless_without_glibc_mallopt() -> None:
-    from crawler.crawl import memory
+    from crawler.store import memory
 
     memory._limit_malloc_arenas(memory.ARENAS)  # glibc here; elsewhere it must return quietly, never raise

@@ -16,8 +16,8 @@ import pytest
 from crawler.analysis import AnalysisError, load
 from crawler.aws.sessions import SessionFactory
 from crawler.config.settings import AdvisorSettings, Config, OrganizationsAccessSettings, OutputSettings
-from crawler.crawl.progress import Progress
 from crawler.crawl.scheduler import RunSummary, discover, reusable_accounts, run_crawl
+from crawler.progress import Progress
 from crawler.sim import FaultPlan, OrgSpec, SimulatedOrganization
 from crawler.sim.model import OrganizationModel
 from crawler.sim.org_report import MAX_RUNNING_REPORTS, entity_paths

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from crawler.crawl.progress import Progress, ProgressDisplay
+from crawler.progress import Progress, ProgressDisplay
 
 CLEAR = "\r\033[K"
 
@@ -38,9 +38,9 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 @pytest.fixture
 def progress_records(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> pytest.LogCaptureFixture:
-    """caplog for ``crawler.crawl.progress``, even after configure_logging stopped ``crawler`` propagating."""
+    """caplog for ``crawler.progress``, even after configure_logging stopped ``crawler`` propagating."""
     monkeypatch.setattr(logging.getLogger("crawler"), "propagate", True)
-    caplog.set_level(logging.INFO, logger="crawler.crawl.progress")
+    caplog.set_level(logging.INFO, logger="crawler.progress")
     return caplog
 
 
@@ -152,7 +152,7 @@ def test_not_live_logs_progress_lines(progress_records: pytest.LogCaptureFixture
     with ProgressDisplay(progress, stream=stream, interval=0.01, live=False):
         wait_for(lambda: len(progress_records.records) >= 3)
 
-    records = [record for record in progress_records.records if record.name == "crawler.crawl.progress"]
+    records = [record for record in progress_records.records if record.name == "crawler.progress"]
     assert len(records) >= 3
     assert {record.getMessage() for record in records} == {expected}
     assert {record.levelno for record in records} == {logging.INFO}
@@ -185,7 +185,7 @@ def test_live_rewrites_one_line_and_clears_it_on_exit(progress_records: pytest.L
     assert len(parts) >= 4
     assert set(parts[1:-1]) == {line}
     assert "\n" not in written
-    assert [record for record in progress_records.records if record.name == "crawler.crawl.progress"] == []
+    assert [record for record in progress_records.records if record.name == "crawler.progress"] == []
 
 
 def test_live_display_follows_the_counters() -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from crawler.config.settings import AdvisorSettings, ConcurrencySettings, Config, OutputSettings
-from crawler.crawl.progress import Progress
 from crawler.crawl.runs import plan_run
 from crawler.crawl.scheduler import run_crawl
 from crawler.errors import Interrupted, UsageError
+from crawler.progress import Progress
 from crawler.sim import OrgSpec
 from crawler.store.dataset import RUNNING, Dataset
 from tests.helpers import crawl_config, read_rows

@@ -215,8 +215,8 @@ def test_a_stopped_crawl_publishes_nothing_and_keeps_finished_accounts_staged(cr
     import threading
 
     from crawler.config.settings import ConcurrencySettings
-    from crawler.crawl.progress import Progress
     from crawler.errors import Interrupted
+    from crawler.progress import Progress
     from crawler.store.dataset import Dataset, read_manifest
 
     sim = crawl_org(SPEC, FaultPlan.uniform(job_seconds=0.2))

@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from crawler.aws.errors import AWS_ERRORS, error_code, error_message
 from crawler.aws.ratelimit import RateLimiter
 from crawler.aws.sessions import AccountSession, SessionFactory
-from crawler.crawl.progress import Progress
+from crawler.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
 """The run: plan or resume it under the snapshot's lease (``runs``), split it into shards (``shards``),
-crawl the accounts and publish (``scheduler``), count progress (``progress``), keep memory low (``memory``).
+crawl the accounts and publish (``scheduler``).
 
-May import every stage below it: ``crawler.config``, ``crawler.aws``, ``crawler.sources``, ``crawler.store``.
+May import every stage below it: ``crawler.config``, ``crawler.aws``, ``crawler.sources``,
+``crawler.store``, and the shared modules. tests/test_layout.py checks every stage's imports.
 """

@@ -23,7 +23,6 @@ from crawler.aws.s3 import ConditionalObjects
 from crawler.aws.sessions import EnterAccountError, SessionFactory
 from crawler.config.loader import config_digest
 from crawler.config.settings import Config, OutputSettings
-from crawler.crawl.progress import Progress
 from crawler.crawl.runs import AccountSummary, RunPlan, lease_run
 from crawler.crawl.shards import (
     DONE,
@@ -36,6 +35,7 @@ from crawler.crawl.shards import (
 )
 from crawler.errors import Interrupted, UsageError
 from crawler.outcomes import AccountOutcome, Failure, JobOutcome, RunStatus
+from crawler.progress import Progress
 from crawler.sources.advisor import SKIPPED, AccountAdvisor
 from crawler.sources.inventory import entities_of, get_authorization_details, select_entities
 from crawler.sources.organizations import (

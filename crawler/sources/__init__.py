@@ -2,5 +2,6 @@
 inventory (``inventory``), access-advisor jobs (``advisor``), the Organizations view
 (``organizations_view``), and the pure transforms of what they return into table rows (``rows``).
 
-May import: ``crawler.aws``, ``crawler.config``, ``crawler.errors``, ``crawler.crawl.progress``. Never the store.
+May import: ``crawler.aws``, ``crawler.config``, botocore's exception types, and the shared modules
+(``crawler.errors``, ``crawler.outcomes``, ``crawler.progress``). Never the store or the run.
 """

@@ -26,8 +26,8 @@ from typing import Any
 from crawler.aws.calls import ANSWER_ERRORS, AccountCalls, MalformedAnswer, SessionLost, marker_pages, read_job
 from crawler.aws.errors import AWS_ERRORS, error_code, error_message
 from crawler.config.settings import AdvisorSettings
-from crawler.crawl.progress import Progress
 from crawler.outcomes import Failure, JobOutcome
+from crawler.progress import Progress
 from crawler.sources.inventory import Entity
 
 log = logging.getLogger(__name__)

@@ -39,8 +39,8 @@ from crawler.aws.ratelimit import RateLimiter
 from crawler.aws.sessions import EnterAccountError, SessionFactory
 from crawler.aws.timestamps import utc
 from crawler.config.settings import AdvisorSettings, Config
-from crawler.crawl.progress import Progress
 from crawler.outcomes import Failure, JobOutcome
+from crawler.progress import Progress
 from crawler.sources.organizations import (
     PAGE_SIZE,
     Account,
