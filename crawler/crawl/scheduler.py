@@ -393,8 +393,10 @@ def crawl_accounts(config: Config, factory: SessionFactory, dataset: Dataset, di
     summaries = []
     shared = CrawlShared()
     with ThreadPoolExecutor(config.concurrency.accounts, thread_name_prefix="account") as pool:
-        futures = [pool.submit(crawl_account, config, factory, dataset, RunContext(run_id, discovery.organization_id,
-                                                                                   account), progress, stop, shared)
+        action_level = config.advisor.granularity == "ACTION_LEVEL"
+        futures = [pool.submit(crawl_account, config, factory, dataset,
+                               RunContext(run_id, discovery.organization_id, account, action_level), progress, stop,
+                               shared)
                    for account in accounts]
         storage_errors: list[DatasetError] = []
         try:
@@ -445,7 +447,7 @@ def crawl_account(config: Config, factory: SessionFactory, dataset: Dataset, con
         log.info("account interrupted: not staged", extra={"account_id": account.id})
         return AccountSummary(account.id, INTERRUPTED, {}, Counter())
     with shared.staging:
-        tables = account_tables(context, result, config.advisor.granularity == "ACTION_LEVEL")
+        tables = account_tables(context, result)
         outcomes = Counter(outcome.outcome for outcome in result.outcomes)
         summary = AccountSummary(account.id, tables["accounts"][0]["outcome"],
                                  {name: len(rows) for name, rows in tables.items()}, outcomes,
