@@ -99,6 +99,11 @@ def not_completed(kind: str, failures: list[Failure], **changes: Any) -> EntityO
     return completed(outcome=kind, collected_at=None, failures=failures, **changes)
 
 
+def at_level(action_level: bool) -> RunContext:
+    """The account's context, its jobs run at ACTION_LEVEL or not."""
+    return replace(CONTEXT, action_level=action_level)
+
+
 def result(*outcomes: EntityOutcome, **changes: Any) -> AccountResult:
     return replace(AccountResult(ACCOUNT, f"arn:aws:iam::{ACCOUNT_ID}:role/AccessCrawlerRole", STARTED, FINISHED,
                                  outcomes=outcomes), **changes)
@@ -141,7 +146,7 @@ def every_value(value: Any) -> Iterator[Any]:
 @pytest.mark.parametrize("action_level", [True, False])
 @pytest.mark.parametrize("account_result", RESULTS)
 def test_every_row_has_exactly_the_columns_of_its_table(account_result: AccountResult, action_level: bool) -> None:
-    tables = account_tables(CONTEXT, account_result, action_level)
+    tables = account_tables(at_level(action_level), account_result)
 
     assert set(tables) == ACCOUNT_TABLES
     for table, rows in tables.items():
@@ -152,7 +157,7 @@ def test_every_row_has_exactly_the_columns_of_its_table(account_result: AccountR
 
 
 def test_every_table_gets_rows_from_the_richest_result() -> None:
-    tables = account_tables(CONTEXT, EVERY_KIND, action_level=True)
+    tables = account_tables(at_level(True), EVERY_KIND)
 
     assert {table: bool(rows) for table, rows in tables.items()} == {table: True for table in ACCOUNT_TABLES}
 
@@ -160,7 +165,7 @@ def test_every_table_gets_rows_from_the_richest_result() -> None:
 @pytest.mark.parametrize("action_level", [True, False])
 @pytest.mark.parametrize("account_result", RESULTS)
 def test_every_row_converts_to_its_arrow_schema(account_result: AccountResult, action_level: bool) -> None:
-    tables = account_tables(CONTEXT, account_result, action_level)
+    tables = account_tables(at_level(action_level), account_result)
 
     for table, rows in tables.items():
         converted = pa.Table.from_pylist(rows, schema=TABLES[table])
@@ -170,7 +175,7 @@ def test_every_row_converts_to_its_arrow_schema(account_result: AccountResult, a
 
 @pytest.mark.parametrize("account_result", RESULTS)
 def test_every_timestamp_leaves_tz_aware_in_utc(account_result: AccountResult) -> None:
-    tables = account_tables(CONTEXT, account_result, action_level=True)
+    tables = account_tables(at_level(True), account_result)
 
     moments = [value for rows in tables.values() for row in rows for value in every_value(row)
                if isinstance(value, datetime)]
@@ -235,7 +240,7 @@ def test_action_rows_one_per_tracked_action() -> None:
 
 @pytest.mark.parametrize(("action_level", "expected"), [(True, 2), (False, 0)])
 def test_action_rows_only_at_action_level(action_level: bool, expected: int) -> None:
-    tables = account_tables(CONTEXT, result(completed()), action_level)
+    tables = account_tables(at_level(action_level), result(completed()))
 
     assert len(tables["action_last_accessed"]) == expected
     assert len(tables["service_last_accessed"]) == 3
@@ -305,7 +310,7 @@ def test_entity_row_of_a_job_that_did_not_complete(kind: str, failures: list[Fai
 @pytest.mark.parametrize(("kind", "failures", "error"), NOT_COMPLETED)
 def test_a_job_that_did_not_complete_gives_no_access_rows_but_its_errors(
         kind: str, failures: list[Failure], error: tuple[str | None, str | None]) -> None:
-    tables = account_tables(CONTEXT, result(not_completed(kind, failures)), action_level=True)
+    tables = account_tables(at_level(True), result(not_completed(kind, failures)))
 
     assert [row["job_outcome"] for row in tables["entities"]] == [kind]
     for table in ("service_last_accessed", "action_last_accessed", "entity_service_access",
@@ -317,7 +322,7 @@ def test_a_job_that_did_not_complete_gives_no_access_rows_but_its_errors(
 def test_a_failure_looking_up_policies_does_not_undo_a_completed_job() -> None:
     outcome = completed(failures=[failure("policies", "AccessDenied", "no ListPoliciesGrantingServiceAccess")])
 
-    tables = account_tables(CONTEXT, result(outcome), action_level=False)
+    tables = account_tables(at_level(False), result(outcome))
 
     (row,) = tables["entities"]
     assert (row["job_outcome"], row["services_granted"], row["error_code"]) == (COMPLETED, 3, None)
@@ -366,8 +371,7 @@ def test_error_row() -> None:
 
 
 def test_an_account_failure_is_an_error_row_without_an_entity() -> None:
-    tables = account_tables(CONTEXT, result(failure=Failure("assume_role", "AccessDenied", "not authorized")),
-                            action_level=False)
+    tables = account_tables(at_level(False), result(failure=Failure("assume_role", "AccessDenied", "not authorized")))
 
     assert [(row["account_id"], row["entity_arn"], row["stage"], row["error_code"]) for row in tables["errors"]] == [
         (ACCOUNT_ID, None, "assume_role", "AccessDenied")]
@@ -412,7 +416,7 @@ def test_an_account_without_entities_counts_zero() -> None:
 
 
 def test_account_tables_has_one_account_row_and_one_entity_row_per_outcome() -> None:
-    tables = account_tables(CONTEXT, EVERY_KIND, action_level=True)
+    tables = account_tables(at_level(True), EVERY_KIND)
 
     assert len(tables["accounts"]) == 1
     assert [row["entity_name"] for row in tables["entities"]] == [o.entity.name for o in EVERY_KIND.outcomes]

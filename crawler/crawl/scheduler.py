@@ -2,6 +2,9 @@
 
 discover accounts -> for each account in parallel: enter it -> inventory -> access-advisor
 jobs -> rows -> stage -> (when all are staged) publish the snapshot and its manifest.
+
+Each step of an account's pipeline is a function of one :class:`CrawlContext`, made once per
+crawl; the rows step makes every table :data:`crawler.sources.rows.ACCOUNT_TABLES` lists.
 """
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import contextlib
 import logging
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
@@ -36,8 +39,9 @@ from crawler.crawl.shards import (
 from crawler.errors import Interrupted, UsageError
 from crawler.outcomes import AccountOutcome, Failure, JobOutcome, RunStatus
 from crawler.progress import Progress
-from crawler.sources.advisor import SKIPPED, AccountAdvisor
-from crawler.sources.inventory import entities_of, get_authorization_details, select_entities
+from crawler.sources.account_result import AccountResult, RunContext
+from crawler.sources.advisor import SKIPPED, AccountAdvisor, EntityOutcome
+from crawler.sources.inventory import Entity, entities_of, get_authorization_details, select_entities
 from crawler.sources.organizations import (
     Account,
     Discovery,
@@ -47,7 +51,7 @@ from crawler.sources.organizations import (
     static_accounts,
 )
 from crawler.sources.organizations_view import crawl_organizations_access
-from crawler.sources.rows import AccountResult, RunContext, account_tables
+from crawler.sources.rows import account_tables
 from crawler.store.dataset import (
     INTERRUPTED,
     RUN_UNIT,
@@ -167,9 +171,9 @@ def crawl_under_lease(config: Config, factory: SessionFactory | None, plan: RunP
     progress.add("accounts_done", len(reused))
     remaining = [account for account in accounts if account.id not in reused]
     with_view = config.organizations_access.enabled and (shard is None or shard.crawls_run_unit)
+    crawl = CrawlContext(config, factory, dataset, plan.run_id, discovery.organization_id, progress, stop)
     try:
-        crawled = crawl_run(config, factory, dataset, discovery, remaining, selected if with_view else None,
-                            plan.run_id, progress, stop, organizations)
+        crawled = crawl_run(crawl, discovery, remaining, selected if with_view else None, organizations)
     except DatasetError as error:
         with contextlib.suppress(DatasetError):  # the disk may be too full for this too
             journal.write({**header, "status": INTERRUPTED, "error": str(error)})
@@ -224,15 +228,13 @@ def open_dataset(config: Config, plan: RunPlan, shard: Shard | None,
     return dataset
 
 
-def crawl_run(config: Config, factory: SessionFactory, dataset: Dataset, discovery: Discovery,
-              accounts: list[Account], view_of: list[Account] | None, run_id: str, progress: Progress,
-              stop: threading.Event, organizations: PacedCalls | None = None) -> list[AccountSummary]:
+def crawl_run(crawl: CrawlContext, discovery: Discovery, accounts: list[Account], view_of: list[Account] | None,
+              organizations: PacedCalls | None = None) -> list[AccountSummary]:
     """Crawl ``accounts`` and, beside them when ``view_of`` is given, the Organizations view of those
     accounts (calling Organizations through ``organizations``, the crawl's paced edge to it)."""
     with ThreadPoolExecutor(1, thread_name_prefix="organizations-view") as side:
-        view = None if view_of is None else side.submit(organizations_view, config, factory, dataset, discovery,
-                                                        view_of, run_id, progress, stop, organizations)
-        crawled = crawl_accounts(config, factory, dataset, discovery, accounts, run_id, progress, stop)
+        view = None if view_of is None else side.submit(organizations_view, crawl, discovery, view_of, organizations)
+        crawled = crawl_accounts(crawl, accounts)
         if view is not None:
             view.result()
     return crawled
@@ -361,20 +363,19 @@ def _only_sharded_run(root: str, snapshot_date: date) -> str:
     return runs[0]
 
 
-def organizations_view(config: Config, factory: SessionFactory, dataset: Dataset, discovery: Discovery,
-                       accounts: list[Account], run_id: str, progress: Progress, stop: threading.Event,
+def organizations_view(crawl: CrawlContext, discovery: Discovery, accounts: list[Account],
                        organizations: PacedCalls | None = None) -> None:
     """Collect and stage the Organizations view (the run's own unit), unless an earlier attempt staged it.
 
     It runs beside the accounts' crawl, on its own management-account IAM rate limiter; its
     Organizations calls go through ``organizations``, the crawl's paced edge to Organizations.
     """
-    if dataset.is_staged(RUN_UNIT):
+    if crawl.dataset.is_staged(RUN_UNIT):
         return
-    tables = crawl_organizations_access(config, factory, discovery, accounts, run_id, progress, stop,
-                                        organizations)
-    if not stop.is_set():  # an interrupted view is not staged: the resumed run makes it again
-        dataset.stage(RUN_UNIT, tables, {"unit": RUN_UNIT})
+    tables = crawl_organizations_access(crawl.config, crawl.factory, discovery, accounts, crawl.run_id,
+                                        crawl.progress, crawl.stop, organizations)
+    if not crawl.stop.is_set():  # an interrupted view is not staged: the resumed run makes it again
+        crawl.dataset.stage(RUN_UNIT, tables, {"unit": RUN_UNIT})
 
 
 def reusable_accounts(dataset: Dataset, accounts: list[Account],
@@ -404,16 +405,35 @@ def discover(config: Config, factory: SessionFactory, organizations: PacedCalls 
     return discover_accounts(organizations or organizations_calls(factory))
 
 
-def crawl_accounts(config: Config, factory: SessionFactory, dataset: Dataset, discovery: Discovery,
-                   accounts: list[Account], run_id: str, progress: Progress,
-                   stop: threading.Event) -> list[AccountSummary]:
+@dataclass(frozen=True)
+class CrawlContext:
+    """One crawl, as every step of an account's pipeline reads it: made once, passed as one argument."""
+
+    config: Config
+    factory: SessionFactory
+    dataset: Dataset
+    run_id: str
+    organization_id: str | None
+    progress: Progress
+    stop: threading.Event
+    #: Held while an account's rows are built and staged. Staging is CPU work under the GIL:
+    #: one account at a time is as fast, and accounts of a similar size finish together, so
+    #: staging them all at once multiplied the peak memory.
+    staging: threading.Lock = field(default_factory=threading.Lock)
+    #: The IAM rate ceilings accounts found (where new adaptive limiters start).
+    rates: RateBook = field(default_factory=RateBook)
+
+    def rows_of(self, account: Account) -> RunContext:
+        """What every row of ``account`` shares (and the granularity its jobs ran at)."""
+        return RunContext(self.run_id, self.organization_id, account,
+                          action_level=self.config.advisor.granularity == "ACTION_LEVEL")
+
+
+def crawl_accounts(crawl: CrawlContext, accounts: list[Account]) -> list[AccountSummary]:
     """Accounts in parallel (``concurrency.accounts``); each one staged as soon as it is done."""
     summaries = []
-    shared = CrawlShared()
-    with ThreadPoolExecutor(config.concurrency.accounts, thread_name_prefix="account") as pool:
-        futures = [pool.submit(crawl_account, config, factory, dataset, RunContext(run_id, discovery.organization_id,
-                                                                                   account), progress, stop, shared)
-                   for account in accounts]
+    with ThreadPoolExecutor(crawl.config.concurrency.accounts, thread_name_prefix="account") as pool:
+        futures = [pool.submit(crawl_account, crawl, account) for account in accounts]
         storage_errors: list[DatasetError] = []
         try:
             for future in as_completed(futures):
@@ -422,11 +442,11 @@ def crawl_accounts(config: Config, factory: SessionFactory, dataset: Dataset, di
                 except DatasetError as error:  # disk full, output gone: stop, keep what is staged
                     if not storage_errors:
                         log.error("cannot stage results, stopping: %s", error)
-                    stop.set()
+                    crawl.stop.set()
                     storage_errors.append(error)
         except KeyboardInterrupt:
             log.warning("interrupted: finishing the accounts in progress, starting no new one")
-            stop.set()
+            crawl.stop.set()
             for future in futures:
                 future.cancel()
             summaries = [future.result() for future in futures if not future.cancelled()]
@@ -435,73 +455,92 @@ def crawl_accounts(config: Config, factory: SessionFactory, dataset: Dataset, di
     return sorted(summaries, key=lambda summary: summary.account_id)
 
 
-@dataclass(frozen=True)
-class CrawlShared:
-    """What the accounts of one crawl share."""
-
-    #: Held while an account's rows are built and staged. Staging is CPU work under the GIL:
-    #: one account at a time is as fast, and accounts of a similar size finish together, so
-    #: staging them all at once multiplied the peak memory.
-    staging: threading.Lock = field(default_factory=threading.Lock)
-    #: The IAM rate ceilings accounts found (where new adaptive limiters start).
-    rates: RateBook = field(default_factory=RateBook)
-
-
-def crawl_account(config: Config, factory: SessionFactory, dataset: Dataset, context: RunContext,
-                  progress: Progress, stop: threading.Event, shared: CrawlShared | None = None) -> AccountSummary:
-    """Enter one account, run its jobs, stage its rows; every failure becomes a recorded row."""
-    account = context.account
-    shared = shared or CrawlShared()
-    started = datetime.now(timezone.utc)
-    try:
-        result = _crawl(config, factory, account, started, progress, stop, shared.rates)
-    except Exception as error:  # a bug must cost one account, recorded, not the whole crawl
-        log.exception("unexpected error", extra={"account_id": account.id})
-        result = AccountResult(account, factory.role_arn(account.id), started, datetime.now(timezone.utc),
-                               failure=Failure("internal", type(error).__name__, str(error)))
-    if stop.is_set() and (result.skipped or any(item.outcome == SKIPPED for item in result.outcomes)):
+def crawl_account(crawl: CrawlContext, account: Account) -> AccountSummary:
+    """One account's pipeline: enter -> inventory -> jobs -> rows -> stage; every failure becomes a recorded row."""
+    result = visit_account(crawl, account)
+    if crawl.stop.is_set() and (result.skipped or any(item.outcome == SKIPPED for item in result.outcomes)):
         log.info("account interrupted: not staged", extra={"account_id": account.id})
         return AccountSummary(account.id, INTERRUPTED, {}, Counter())
-    with shared.staging:
-        tables = account_tables(context, result, config.advisor.granularity == "ACTION_LEVEL")
-        outcomes = Counter(outcome.outcome for outcome in result.outcomes)
-        summary = AccountSummary(account.id, tables["accounts"][0]["outcome"],
-                                 {name: len(rows) for name, rows in tables.items()}, outcomes,
-                                 result.failure.code if result.failure else None)
-        dataset.stage(account.id, tables, summary.to_dict())
+    with crawl.staging:  # one account's rows at a time (see CrawlContext.staging)
+        tables = account_tables(crawl.rows_of(account), result)
+        summary = stage(crawl, result, tables)
         del tables
-    progress.add("accounts_done")
+    crawl.progress.add("accounts_done")
     log.info("account done: %s, %d entities (%s)", summary.outcome, len(result.outcomes),
-             ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items())) or "none",
+             ", ".join(f"{name} {count}" for name, count in sorted(summary.entities.items())) or "none",
              extra={"account_id": account.id})
     return summary
 
 
-def _crawl(config: Config, factory: SessionFactory, account: Account, started: datetime, progress: Progress,
-           stop: threading.Event, rates: RateBook) -> AccountResult:
-    role_arn = factory.role_arn(account.id)
-    if stop.is_set():
+def visit_account(crawl: CrawlContext, account: Account) -> AccountResult:
+    """What AWS says about ``account``: enter it, read its inventory, run its jobs. A step that fails
+    ends the visit with its failure recorded; so does a bug, which costs this account, not the crawl."""
+    started = datetime.now(timezone.utc)
+    role_arn = crawl.factory.role_arn(account.id)
+    if crawl.stop.is_set():
         return AccountResult(account, role_arn, started, started, skipped=True)
     try:
-        session = factory.enter_account(account.id)
+        calls = enter(crawl, account)
+        if isinstance(calls, Failure):
+            return _finished(account, role_arn, started, failure=calls)
+        entities = inventory(crawl, account, calls)
+        if isinstance(entities, Failure):
+            return _finished(account, role_arn, started, failure=entities)
+        return _finished(account, role_arn, started, outcomes=jobs(crawl, calls, entities))
+    except Exception as error:  # a bug must cost one account, recorded, not the whole crawl
+        log.exception("unexpected error", extra={"account_id": account.id})
+        return _finished(account, role_arn, started, failure=Failure("internal", type(error).__name__, str(error)))
+
+
+def enter(crawl: CrawlContext, account: Account) -> AccountCalls | Failure:
+    """Assume the crawler's role in ``account``; its IAM calls are paced by a limiter of its own, which
+    starts where the crawl's rate book says accounts found their ceiling."""
+    try:
+        session = crawl.factory.enter_account(account.id)
     except EnterAccountError as error:
         log.warning("cannot enter account: %s: %s", error.code, error.message, extra={"account_id": account.id})
-        return AccountResult(account, role_arn, started, datetime.now(timezone.utc),
-                             failure=Failure("assume_role", error.code, error.message))
-    limiter = RateLimiter(config.concurrency.requests_per_second_per_account, book=rates)
-    calls = AccountCalls(session, "iam", limiter, progress, config.concurrency.throttle_patience_seconds, stop)
+        return Failure("assume_role", error.code, error.message)
+    concurrency = crawl.config.concurrency
+    limiter = RateLimiter(concurrency.requests_per_second_per_account, book=crawl.rates)
+    return AccountCalls(session, "iam", limiter, crawl.progress, concurrency.throttle_patience_seconds, crawl.stop)
+
+
+def inventory(crawl: CrawlContext, account: Account, calls: AccountCalls) -> list[Entity] | Failure:
+    """The account's entities the configuration selects (GetAccountAuthorizationDetails, every page)."""
     try:
-        details = get_authorization_details(calls, config.entities, config.advisor.page_size)
+        details = get_authorization_details(calls, crawl.config.entities, crawl.config.advisor.page_size)
     except ANSWER_ERRORS as error:
         log.warning("inventory failed: %s", error_code(error), extra={"account_id": account.id})
-        return AccountResult(account, role_arn, started, datetime.now(timezone.utc),
-                             failure=Failure("inventory", error_code(error), error_message(error)))
-    entities = select_entities(entities_of(details), config.entities)
-    progress.add("entities_total", len(entities))
-    advisor = AccountAdvisor(calls, config.advisor, config.concurrency.jobs_in_flight_per_account, progress, stop,
-                             parallel_calls=config.concurrency.parallel_calls_per_account)
-    outcomes = advisor.run(entities)
-    return AccountResult(account, role_arn, started, datetime.now(timezone.utc), outcomes)
+        return Failure("inventory", error_code(error), error_message(error))
+    entities = select_entities(entities_of(details), crawl.config.entities)
+    crawl.progress.add("entities_total", len(entities))
+    return entities
+
+
+def jobs(crawl: CrawlContext, calls: AccountCalls, entities: list[Entity]) -> list[EntityOutcome]:
+    """The entities' access-advisor jobs: ``concurrency.jobs_in_flight_per_account`` of them in flight, their
+    calls on ``concurrency.parallel_calls_per_account`` threads."""
+    concurrency = crawl.config.concurrency
+    advisor = AccountAdvisor(calls, crawl.config.advisor, concurrency.jobs_in_flight_per_account, crawl.progress,
+                             crawl.stop, parallel_calls=concurrency.parallel_calls_per_account)
+    return advisor.run(entities)
+
+
+def stage(crawl: CrawlContext, result: AccountResult, tables: dict[str, list[dict[str, Any]]]) -> AccountSummary:
+    """Stage the account's rows as one unit, beside the summary the run's manifest is made of."""
+    account_id = result.account.id
+    summary = AccountSummary(account_id, tables["accounts"][0]["outcome"],
+                             {name: len(rows) for name, rows in tables.items()},
+                             Counter(outcome.outcome for outcome in result.outcomes),
+                             result.failure.code if result.failure else None)
+    crawl.dataset.stage(account_id, tables, summary.to_dict())
+    return summary
+
+
+def _finished(account: Account, role_arn: str, started: datetime, outcomes: Sequence[EntityOutcome] = (),
+              failure: Failure | None = None) -> AccountResult:
+    """The account's result, finished now."""
+    return AccountResult(account, role_arn, started, datetime.now(timezone.utc), outcomes, failure)
 
 
 def _manifest(granularity: str, organization_id: str | None, summaries: list[AccountSummary],

@@ -1,46 +1,23 @@
 """Pure transforms: what AWS said about an account and its entities -> rows of every table.
 
-Rows are plain dicts keyed by the column names of :mod:`crawler.store.schema`. Nothing here calls
-AWS or writes files; every timestamp leaves here tz-aware in UTC.
+:data:`ACCOUNT_TABLES` lists the per-account tables, each with the pure function of the account's
+context and result that makes its rows; :func:`account_tables` makes them all. Rows are plain dicts
+keyed by the column names of :mod:`crawler.store.schema`. Nothing here calls AWS or writes files;
+every timestamp leaves here tz-aware in UTC.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from crawler.aws.timestamps import utc
 from crawler.outcomes import AccountOutcome, Failure
+from crawler.sources.account_result import AccountResult, RunContext
 from crawler.sources.advisor import COMPLETED, DELETED, FAILED, TIMED_OUT, EntityOutcome
-from crawler.sources.organizations import Account
 
-
-@dataclass(frozen=True)
-class RunContext:
-    """The columns every row of one account shares."""
-
-    run_id: str
-    organization_id: str | None
-    account: Account
-
-    def keys(self) -> dict[str, Any]:
-        """run_id, organization_id, account_id, account_name, ou_path."""
-        return {"run_id": self.run_id, "organization_id": self.organization_id, "account_id": self.account.id,
-                "account_name": self.account.name, "ou_path": self.account.ou_path}
-
-
-@dataclass(frozen=True)
-class AccountResult:
-    """Everything the crawl learnt about one account."""
-
-    account: Account
-    role_arn: str | None
-    started_at: datetime
-    finished_at: datetime
-    outcomes: Sequence[EntityOutcome] = ()
-    failure: Failure | None = None
-    skipped: bool = False
+Row = dict[str, Any]
+#: How one table's rows of an account are made: a pure function of the account's context and result.
+TableRows = Callable[[RunContext, AccountResult], Iterable[Row]]
 
 
 def _entity_keys(context: RunContext, outcome: EntityOutcome) -> dict[str, Any]:
@@ -147,26 +124,58 @@ def account_row(context: RunContext, result: AccountResult) -> dict[str, Any]:
     }
 
 
-def account_tables(context: RunContext, result: AccountResult, action_level: bool) -> dict[str, list[dict[str, Any]]]:
-    """Every table's rows for one account."""
-    tables: dict[str, list[dict[str, Any]]] = {
-        "service_last_accessed": [], "action_last_accessed": [], "entities": [], "entity_service_access": [],
-        "policies_granting_access": [], "accounts": [account_row(context, result)], "errors": []}
+def account_rows(context: RunContext, result: AccountResult) -> Iterator[Row]:
+    """accounts: the account's one row."""
+    yield account_row(context, result)
+
+
+def entity_rows(context: RunContext, result: AccountResult) -> Iterator[Row]:
+    """entities: one row per entity, whatever its job's outcome."""
     for outcome in result.outcomes:
-        tables["entities"].append(entity_row(context, outcome))
-        tables["errors"].extend(error_row(context.run_id, context.organization_id, context.account.id, failure)
-                                for failure in outcome.failures)
-        if outcome.outcome != COMPLETED:
-            continue
-        tables["service_last_accessed"].extend(service_rows(context, outcome))
-        if action_level:
-            tables["action_last_accessed"].extend(action_rows(context, outcome))
-        tables["entity_service_access"].extend(accessor_rows(context, outcome))
-        tables["policies_granting_access"].extend(policy_rows(context, outcome))
+        yield entity_row(context, outcome)
+
+
+def error_rows(context: RunContext, result: AccountResult) -> Iterator[Row]:
+    """errors: every entity's recorded failures, then the account's own."""
+    failures = [failure for outcome in result.outcomes for failure in outcome.failures]
     if result.failure is not None:
-        tables["errors"].append(error_row(context.run_id, context.organization_id, context.account.id,
-                                          result.failure))
-    return tables
+        failures.append(result.failure)
+    for failure in failures:
+        yield error_row(context.run_id, context.organization_id, context.account.id, failure)
+
+
+def of_completed_jobs(rows: Callable[[RunContext, EntityOutcome], Iterable[Row]]) -> TableRows:
+    """The table whose rows ``rows`` makes of each completed job (a job that did not complete has no data)."""
+    def table(context: RunContext, result: AccountResult) -> Iterator[Row]:
+        for outcome in result.outcomes:
+            if outcome.outcome == COMPLETED:
+                yield from rows(context, outcome)
+    return table
+
+
+def at_action_level(rows: TableRows) -> TableRows:
+    """The table ``rows`` makes when the account's jobs ran at ACTION_LEVEL, empty otherwise."""
+    def table(context: RunContext, result: AccountResult) -> Iterable[Row]:
+        return rows(context, result) if context.action_level else ()
+    return table
+
+
+#: Every per-account table and how its rows are made: a pure function of (context, result). A new
+#: per-account table is its schema (crawler.store.schema), a module with its function, and one entry here.
+ACCOUNT_TABLES: tuple[tuple[str, TableRows], ...] = (
+    ("service_last_accessed", of_completed_jobs(service_rows)),
+    ("action_last_accessed", at_action_level(of_completed_jobs(action_rows))),
+    ("entities", entity_rows),
+    ("entity_service_access", of_completed_jobs(accessor_rows)),
+    ("policies_granting_access", of_completed_jobs(policy_rows)),
+    ("accounts", account_rows),
+    ("errors", error_rows),
+)
+
+
+def account_tables(context: RunContext, result: AccountResult) -> dict[str, list[Row]]:
+    """Every table's rows for one account, as :data:`ACCOUNT_TABLES` makes them."""
+    return {table: list(rows(context, result)) for table, rows in ACCOUNT_TABLES}
 
 
 def _tags(tags: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
