@@ -3,10 +3,10 @@ OU and account used, for reviews of service control policies.
 
 From the management account, one ``GenerateOrganizationsAccessReport`` per target (the root, every
 OU, every selected account) and, with ``per_policy``, one more per SCP attached directly to the
-target (found with one ListTargetsForPolicy per SCP). Several reports run at once;
-``ReportGenerationLimitExceeded`` means "wait for one to finish and ask again". Like an entity's
-job, a report's JobId can be read only by the role session that generated it: a report
-outstanding when the credentials were renewed is generated again (whatever its read answered).
+target (found with one ListTargetsForPolicy per SCP). The reports run on the same
+:class:`~crawler.sources.poller.Poller` as access-advisor jobs (:class:`ReportRunner` is their
+adapter): several at once; ``ReportGenerationLimitExceeded`` means "wait for one to finish and ask
+again"; like an entity's job, a report outstanding when the credentials were renewed is generated again.
 
 The edge (:func:`list_policies`, :class:`ReportRunner`) calls AWS; the middle (:func:`list_targets`
 from the tree discovery walked, :func:`plan_reports`, :func:`organizations_access_tables`) is pure. Every
@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,10 +27,8 @@ from crawler.aws.calls import (
     AccountCalls,
     MalformedAnswer,
     PacedCalls,
-    SessionLost,
     marker_pages,
     organizations_calls,
-    read_job,
     token_pages,
 )
 from crawler.aws.errors import error_code, error_message
@@ -39,7 +36,7 @@ from crawler.aws.ratelimit import RateLimiter
 from crawler.aws.sessions import EnterAccountError, SessionFactory
 from crawler.aws.timestamps import utc
 from crawler.config.settings import AdvisorSettings, Config
-from crawler.outcomes import Failure, JobOutcome
+from crawler.outcomes import Failure
 from crawler.progress import Progress
 from crawler.sources.organizations import (
     PAGE_SIZE,
@@ -48,6 +45,7 @@ from crawler.sources.organizations import (
     OrganizationTree,
     ou_path_names,
 )
+from crawler.sources.poller import COMPLETED, FAILED, SKIPPED, Ending, JobReader, PolledJob, Poller
 from crawler.sources.rows import error_row
 
 log = logging.getLogger(__name__)
@@ -56,10 +54,7 @@ STAGE = "organizations_access"
 ROOT, ORGANIZATIONAL_UNIT, ACCOUNT = "ROOT", "ORGANIZATIONAL_UNIT", "ACCOUNT"
 LIMIT_EXCEEDED = "ReportGenerationLimitExceeded"
 SCP_FILTER = "SERVICE_CONTROL_POLICY"
-#: A report lost to another session (NoSuchEntity on read, or any error once the credentials were
-#: renewed since it was made) is generated again at most this often.
-MAX_LOST_REPORTS = 3
-COMPLETED, FAILED, SKIPPED = JobOutcome.COMPLETED, JobOutcome.FAILED, JobOutcome.SKIPPED
+READ_OPERATION = "get_organizations_access_report"
 
 
 @dataclass(frozen=True)
@@ -90,16 +85,8 @@ class Report:
     target: Target
     policy: Policy | None = None
     outcome: str = SKIPPED
-    job_id: str = ""
-    generation: int = 0
-    started: float = 0.0
-    next_check: float = 0.0
-    delay: float = 0.0
+    job_id: str | None = None
     attempts: int = 0
-    failed_runs: int = 0
-    lost: int = 0
-    #: Since when IAM refuses to start it (ReportGenerationLimitExceeded); None while it is not refused.
-    limited_since: float | None = None
     #: Every page of the completed report.
     pages: list[dict[str, Any]] = field(default_factory=list)
     failure: Failure | None = None
@@ -225,127 +212,44 @@ def plan_reports(targets: Sequence[Target], policies: dict[str, list[Policy]]) -
 
 # -- the reports: get -------------------------------------------------------------------------------
 class ReportRunner:
-    """Runs reports in one account session: ``window`` at once, each read when it is due."""
+    """Runs reports in one account session on the shared :class:`Poller`: ``window`` at once, each
+    read when it is due, ReportGenerationLimitExceeded waited out; the :class:`JobKind` of reports."""
+
+    noun = "report"
+    read_operation = READ_OPERATION
+    wait_out = frozenset({LIMIT_EXCEEDED})
+    gone: frozenset[str] = frozenset()
 
     def __init__(self, calls: AccountCalls, settings: AdvisorSettings, window: int, stop: threading.Event,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.calls, self.settings, self.window, self.stop, self.clock = calls, settings, max(window, 1), stop, clock
+        self.calls, self.settings = calls, settings
+        self.poller = Poller(self, calls, settings, window, stop=stop, clock=clock)
 
     def run(self, reports: Sequence[Report]) -> None:
         """Run every report to an outcome (those left when the crawl stops stay ``skipped``)."""
-        waiting, running = deque(reports), deque[Report]()
-        while (waiting or running) and not self.stop.is_set():
-            self._start_waiting(waiting, running)
-            now = self.clock()
-            for report in [report for report in running if report.next_check <= now]:
-                running.remove(report)
-                self._check(report, waiting, running)
-            self.stop.wait(self._pause(running, waiting))
+        self.poller.run(reports)
 
-    def _pause(self, running: deque[Report], waiting: deque[Report]) -> float:
-        """Until the next report is due; a poll interval when none runs but some wait to start."""
-        if running:
-            return max(min(report.next_check for report in running) - self.clock(), 0.0)
-        return self.settings.poll_interval_seconds if waiting else 0.0
+    def label(self, report: Report) -> str:
+        return f"organizations view: {report.target.path}" + (f" (SCP {report.policy.id})" if report.policy else "")
 
-    def _start_waiting(self, waiting: deque[Report], running: deque[Report]) -> None:
-        while waiting and len(running) < self.window and not self.stop.is_set():
-            report = waiting.popleft()
-            started = self._start(report)
-            if started:
-                running.append(report)
-            elif report.outcome != FAILED:  # refused for now: ask again once a report finished
-                waiting.appendleft(report)
-                return
-
-    def _start(self, report: Report) -> bool:
-        """Generate the report; False when IAM refuses for now or for good (then it failed)."""
+    def generate(self, report: Report) -> dict[str, Any]:
         arguments = {"EntityPath": report.target.path}
         if report.policy is not None:
             arguments["OrganizationsPolicyId"] = report.policy.id
-        generation = self.calls.generation
-        try:
-            answer = self.calls("generate_organizations_access_report", **arguments)
-        except ANSWER_ERRORS as error:
-            return self._refused(report, error_code(error), error_message(error))
-        report.attempts += 1
-        report.limited_since = None
-        report.job_id, report.generation, report.started = answer["JobId"], generation, self.clock()
-        report.delay = self.settings.poll_interval_seconds
-        report.next_check = report.started + report.delay
-        return True
+        return self.calls("generate_organizations_access_report", **arguments)
 
-    def _refused(self, report: Report, code: str, message: str) -> bool:
-        """ReportGenerationLimitExceeded is waited out (up to the job timeout); anything else fails."""
-        now = self.clock()
-        if code == LIMIT_EXCEEDED:
-            report.limited_since = report.limited_since if report.limited_since is not None else now
-            if now - report.limited_since < self.settings.job_timeout_seconds:
-                return False
-        report.attempts += 1
-        report.fail(code, message)
-        log.warning("organizations view: %s: %s", report.target.path, code,
-                    extra={"account_id": self.calls.account_id})
-        return False
-
-    def _check(self, report: Report, waiting: deque[Report], running: deque[Report]) -> None:
-        """Read a report that is due: collect it, fail it, start it again, or wait more."""
-        try:
-            first = self._read(report, JobId=report.job_id, MaxItems=self.settings.page_size)
-            status = first.get("JobStatus")
-            if status == "COMPLETED":
-                self._collect(report, first)
-            elif status == "FAILED":
-                self._failed_run(report, first, waiting)
-            elif status == "IN_PROGRESS":
-                self._still_running(report, running)
-            else:
-                raise MalformedAnswer(f"report {report.job_id} has no valid JobStatus ({status!r})")
-        except SessionLost as lost:
-            report.lost += 1
-            if report.lost > MAX_LOST_REPORTS:
-                report.fail(lost.code, lost.message)
-            else:
-                waiting.appendleft(report)
-        except ANSWER_ERRORS as error:
-            report.fail(error_code(error), error_message(error))
-
-    def _read(self, report: Report, **arguments: Any) -> dict[str, Any]:
-        """A page of the report; SessionLost when another session made it (new credentials since,
-        see :func:`read_job`)."""
-        if report.generation != self.calls.generation:
-            raise SessionLost()
-        return read_job(self.calls, report.generation, "get_organizations_access_report", **arguments)
-
-    def _collect(self, report: Report, first: dict[str, Any]) -> None:
+    def collect(self, job: PolledJob[Report], first: dict[str, Any], read: JobReader) -> None:
+        """Every page of a completed report."""
         if first.get("JobCompletionDate") is None:
-            raise MalformedAnswer(f"report {report.job_id} is COMPLETED without a JobCompletionDate")
+            raise MalformedAnswer(f"report {job.job_id} is COMPLETED without a JobCompletionDate")
+        job.subject.pages = list(marker_pages(read, READ_OPERATION, first, JobId=job.job_id,
+                                              MaxItems=self.settings.page_size))
 
-        def read(_operation: str, **arguments: Any) -> dict[str, Any]:
-            return self._read(report, **arguments)
-
-        report.pages = list(marker_pages(read, "get_organizations_access_report", first, JobId=report.job_id,
-                                         MaxItems=self.settings.page_size))
-        report.outcome = COMPLETED
-
-    def _failed_run(self, report: Report, answer: dict[str, Any], waiting: deque[Report]) -> None:
-        report.failed_runs += 1
-        error = answer.get("ErrorDetails") or answer.get("Error") or {}
-        if report.failed_runs > self.settings.job_retries:
-            report.fail(str(error.get("Code") or "JobFailed"),
-                        str(error.get("Message") or f"report {report.job_id} FAILED"))
-            return
-        waiting.appendleft(report)
-
-    def _still_running(self, report: Report, running: deque[Report]) -> None:
-        now = self.clock()
-        timeout = self.settings.job_timeout_seconds
-        if now - report.started >= timeout:
-            report.fail("JobTimedOut", f"report {report.job_id} still IN_PROGRESS after {timeout:g} s")
-            return
-        report.delay = min(report.delay * 1.5, self.settings.max_poll_interval_seconds)
-        report.next_check = min(now + report.delay, report.started + timeout)
-        running.append(report)
+    def record(self, job: PolledJob[Report], ending: Ending) -> None:
+        if ending.outcome in (COMPLETED, SKIPPED):
+            job.subject.outcome = ending.outcome
+        else:
+            job.subject.fail(ending.code, ending.message)
 
 
 # -- rows (pure) ------------------------------------------------------------------------------------
