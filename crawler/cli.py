@@ -133,7 +133,7 @@ def _add_consolidate(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_consolidate(args: argparse.Namespace) -> int:
-    from crawler.crawl.scheduler import consolidate
+    from crawler.crawl.publish import consolidate
 
     manifest = consolidate(args.root, args.snapshot, args.run_id)
     print(f"run {manifest['run_id']}: snapshot {manifest['snapshot_date']} published from {len(manifest['shards'])} "
@@ -155,8 +155,8 @@ def _add_prune(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_prune(args: argparse.Namespace) -> int:
+    from crawler.crawl.publish import objects_for
     from crawler.crawl.runs import prune_staging
-    from crawler.crawl.scheduler import objects_for
     from crawler.listing import visible
 
     pruned = prune_staging(args.root, args.dry_run, objects_for(args.root))

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from crawler.config.settings import Config, OrganizationsAccessSettings, OutputSettings
+from crawler.crawl.publish import consolidate
 from crawler.crawl.runs import plan_run
-from crawler.crawl.scheduler import consolidate, run_crawl
+from crawler.crawl.scheduler import run_crawl
 from crawler.crawl.shards import PUBLISH_CLAIM, Shard, default_run_id, shard_of
 from crawler.errors import UsageError
 from crawler.sim import OrgSpec
@@ -143,7 +144,7 @@ def test_consolidate_publishes_when_every_shard_is_done_and_none_published(crawl
     with pytest.raises(UsageError, match="shards 0 of 2 are not done"):
         consolidate(root, SNAPSHOT)
     # the last shard records itself done, claims the publish and dies before publishing
-    monkeypatch.setattr("crawler.crawl.scheduler.publish_shards", lambda *_: (_ for _ in ()).throw(SystemExit(9)))
+    monkeypatch.setattr("crawler.crawl.publish.publish_shards", lambda *_: (_ for _ in ()).throw(SystemExit(9)))
     with pytest.raises(SystemExit):
         run_crawl(config, shard=Shard(0, 2), run_id="died")
     monkeypatch.undo()
@@ -163,7 +164,7 @@ def test_one_of_the_shards_finishing_together_publishes(crawl_org, tmp_path: Pat
     crawl_org(OrgSpec(accounts=4, entities=8, seed=8))
     config = config_at(tmp_path)
     published: list[int] = []
-    real_publish = __import__("crawler.crawl.scheduler", fromlist=["publish_shards"]).publish_shards
+    real_publish = __import__("crawler.crawl.publish", fromlist=["publish_shards"]).publish_shards
     barrier = threading.Barrier(3)
 
     def counted_publish(dataset, records):  # noqa: ANN001, ANN202
@@ -176,7 +177,7 @@ def test_one_of_the_shards_finishing_together_publishes(crawl_org, tmp_path: Pat
         barrier.wait(timeout=60)
         return real_records(self)
 
-    monkeypatch.setattr("crawler.crawl.scheduler.publish_shards", counted_publish)
+    monkeypatch.setattr("crawler.crawl.publish.publish_shards", counted_publish)
     monkeypatch.setattr(Dataset, "shard_records", records_after_everyone_is_done)
     results: list = [None] * 3
     threads = [threading.Thread(target=lambda k=k: results.__setitem__(k, run_crawl(config, shard=Shard(k, 3))))

@@ -10,18 +10,12 @@
 --   SET VARIABLE root = 'out';                       -- the dataset root (required)
 --   SET VARIABLE snapshot_date = DATE '2026-11-30';  -- optional: the latest snapshot date published
 --   SET VARIABLE days = 90;                          -- optional: 90; more than 0, at most 400
-with accounts as (
-    select *
-    from published_rows('accounts')
-),
+with accounts as (select * from published_rows('accounts')),
 entities as (
     select *, collected_at - (select window_length from params) as window_start
     from published_rows('entities')
 ),
-services as (
-    select *
-    from published_rows('service_last_accessed')
-),
+services as (select * from published_rows('service_last_accessed')),
 judged as (
     select s.account_id,
            coalesce(s.last_authenticated >= e.window_start, false) as used,

@@ -9,14 +9,8 @@
 --   SET VARIABLE snapshot_date = DATE '2026-11-30';  -- optional: the latest snapshot date published
 --   SET VARIABLE days = 90;                          -- optional: 90; more than 0, at most 400
 --   SET VARIABLE include_service_linked = false;     -- optional: false
-with entities as (
-    select *
-    from published_rows('entities')
-),
-services as (
-    select *
-    from published_rows('service_last_accessed')
-),
+with entities as (select * from published_rows('entities')),
+services as (select * from published_rows('service_last_accessed')),
 usage as (
     select entity_arn, max(last_authenticated) as last_used, count(*) as services_granted
     from services

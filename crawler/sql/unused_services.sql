@@ -8,14 +8,8 @@
 --   SET VARIABLE root = 'out';                       -- the dataset root (required)
 --   SET VARIABLE snapshot_date = DATE '2026-11-30';  -- optional: the latest snapshot date published
 --   SET VARIABLE days = 90;                          -- optional: 90; more than 0, at most 400
-with entities as (
-    select *
-    from published_rows('entities')
-),
-services as (
-    select *
-    from published_rows('service_last_accessed')
-),
+with entities as (select * from published_rows('entities')),
+services as (select * from published_rows('service_last_accessed')),
 judged as (
     select s.*, e.create_date, s.collected_at - (select window_length from params) as window_start
     from services as s
