@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +35,16 @@ def advise(sim, tmp_path: Path, account_id: str, settings: AdvisorSettings, wind
     return outcomes, progress.snapshot()
 
 
+def assert_services_are_the_truth(sim: Any, account_id: str, outcomes: list[Any]) -> None:
+    """Every page of every job's services equals the simulator's ground truth for the account."""
+    got = [{"entity_arn": o.entity.arn, "service_namespace": s["ServiceNamespace"],
+            "last_authenticated": s.get("LastAuthenticated"),
+            "last_authenticated_entity": s.get("LastAuthenticatedEntity"),
+            "total_authenticated_entities": s.get("TotalAuthenticatedEntities")} for o in outcomes for s in o.services]
+    expected = [row for row in sim.service_rows() if row["account_id"] == account_id]
+    assert project(got, COLUMNS) == project(expected, COLUMNS)
+
+
 @pytest.mark.parametrize("page_size, window, parallel_calls", [(25, 1, 1), (1000, 8, 4), (100, 3, 8)])
 def test_every_page_of_every_job_is_read(crawl_org, tmp_path: Path, page_size: int, window: int,
                                          parallel_calls: int) -> None:
@@ -42,12 +53,7 @@ def test_every_page_of_every_job_is_read(crawl_org, tmp_path: Path, page_size: i
     settings = AdvisorSettings(page_size=page_size, poll_interval_seconds=0.02)
     outcomes, counters = advise(sim, tmp_path, account_id, settings, window, parallel_calls)
     assert {outcome.outcome for outcome in outcomes} == {COMPLETED}
-    got = [{"entity_arn": o.entity.arn, "service_namespace": s["ServiceNamespace"],
-            "last_authenticated": s.get("LastAuthenticated"),
-            "last_authenticated_entity": s.get("LastAuthenticatedEntity"),
-            "total_authenticated_entities": s.get("TotalAuthenticatedEntities")} for o in outcomes for s in o.services]
-    expected = [row for row in sim.service_rows() if row["account_id"] == account_id]
-    assert project(got, COLUMNS) == project(expected, COLUMNS)
+    assert_services_are_the_truth(sim, account_id, outcomes)
     assert max(len(outcome.services) for outcome in outcomes) > 300
     assert counters.get("jobs_in_flight", 0) == 0 and counters["entities_done"] == len(outcomes)
 
@@ -121,12 +127,7 @@ def test_jobs_made_before_a_renewal_are_generated_again_when_their_read_is_denie
     assert [outcome.failures for outcome in outcomes if outcome.outcome != COMPLETED] == []
     assert max(outcome.attempts for outcome in outcomes) > 1
     assert any(event.kind == "other_session_job" for event in sim.state.events)
-    got = [{"entity_arn": o.entity.arn, "service_namespace": s["ServiceNamespace"],
-            "last_authenticated": s.get("LastAuthenticated"),
-            "last_authenticated_entity": s.get("LastAuthenticatedEntity"),
-            "total_authenticated_entities": s.get("TotalAuthenticatedEntities")} for o in outcomes for s in o.services]
-    expected = [row for row in sim.service_rows() if row["account_id"] == account_id]
-    assert project(got, COLUMNS) == project(expected, COLUMNS)
+    assert_services_are_the_truth(sim, account_id, outcomes)
     assert counters.get("jobs_in_flight", 0) == 0
 
 

@@ -173,13 +173,13 @@ FAILED_RUN = RunStatus.FAILED
 
 def open_dataset(config: Config, plan: RunPlan, shard: Shard | None,
                  objects: ConditionalObjects | None = None) -> Dataset:
-    """The run's dataset, checked writable; for a shard, checked to be open to it.
+    """The run's dataset (run_crawl checked the output writable before the lease); for a shard, checked to be
+    open to it.
 
     UsageError when a shard's run is being published, or its other shards split it another way
     (found before hours of crawling, not after).
     """
     dataset = Dataset(config.output.path, plan.snapshot_date, plan.run_id, config.output, objects)
-    dataset.check_writable()
     if shard is None:
         return dataset
     if dataset.claimed(PUBLISH_CLAIM):
